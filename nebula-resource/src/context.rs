@@ -1,0 +1,246 @@
+//! Who is acquiring: [`Context`] (tenant, workflow, execution, deadline), the validated
+//! [`TenantId`], and the [`CreateContext`] a resource's `create` receives.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind};
+use crate::manager::{Handle, Registration};
+use crate::resource::Resource;
+
+/// Longest tenant id accepted, in bytes.
+pub const MAX_TENANT_ID_LEN: usize = 128;
+
+/// A validated tenant id: 1 to [`MAX_TENANT_ID_LEN`] bytes of ASCII letters, digits, `-`, `_`
+/// and `.`, so it can never alter a connection string, a path or a log line it is put into.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    /// Validate `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::TenantRejected`] if `id` is empty, longer than [`MAX_TENANT_ID_LEN`] bytes, or
+    /// holds a character other than ASCII letters, digits, `-`, `_`, `.`.
+    pub fn new(id: &str) -> Result<Self, Error> {
+        let reject = |why: &str| Err(Error::other(ErrorKind::TenantRejected, why.to_owned()));
+        if id.is_empty() {
+            return reject("tenant id is empty");
+        }
+        if id.len() > MAX_TENANT_ID_LEN {
+            return reject(&format!(
+                "tenant id is {} bytes long, the limit is {MAX_TENANT_ID_LEN}",
+                id.len()
+            ));
+        }
+        if let Some(bad) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return reject(&format!(
+                "tenant id holds {bad:?}; only ASCII letters, digits, '-', '_' and '.' are allowed"
+            ));
+        }
+        Ok(Self(Arc::from(id)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantId({:?})", &*self.0)
+    }
+}
+
+/// The scope an acquire runs in: global or a tenant, optionally a workflow and an execution,
+/// optionally a deadline.
+///
+/// Building a context never fails; a bad tenant id is rejected when it is used to acquire.
+///
+/// ```
+/// use nebula_resource::Context;
+/// let ctx = Context::tenant("acme").with_execution("exec-42");
+/// assert_eq!(ctx.tenant_id(), Some("acme"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    tenant: Option<Arc<str>>,
+    workflow: Option<Arc<str>>,
+    execution: Option<Arc<str>>,
+    deadline: Option<Instant>,
+}
+
+impl Context {
+    /// No tenant, no scope, no deadline.
+    pub fn global() -> Self {
+        Self::default()
+    }
+
+    /// Acquire on behalf of `tenant`.
+    pub fn tenant(tenant: impl Into<String>) -> Self {
+        Self {
+            tenant: Some(Arc::from(tenant.into())),
+            ..Self::default()
+        }
+    }
+
+    /// Attach a workflow id (for logs and scope).
+    #[must_use]
+    pub fn with_workflow(mut self, workflow: impl Into<String>) -> Self {
+        self.workflow = Some(Arc::from(workflow.into()));
+        self
+    }
+
+    /// Attach an execution id (for logs and scope).
+    #[must_use]
+    pub fn with_execution(mut self, execution: impl Into<String>) -> Self {
+        self.execution = Some(Arc::from(execution.into()));
+        self
+    }
+
+    /// An acquire in this context never waits past `deadline` (nor past `acquire_timeout`).
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The tenant id as given, not yet validated.
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// The workflow id, if any.
+    pub fn workflow_id(&self) -> Option<&str> {
+        self.workflow.as_deref()
+    }
+
+    /// The execution id, if any.
+    pub fn execution_id(&self) -> Option<&str> {
+        self.execution.as_deref()
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+/// Handles to the declared dependencies of one registration, by (type, name).
+pub(crate) type DependencyMap = HashMap<(TypeId, Option<&'static str>), Arc<dyn Any + Send + Sync>>;
+
+/// What [`Resource::create`] may use: its declared dependencies and its tenant.
+pub struct CreateContext {
+    key: &'static str,
+    name: Option<Arc<str>>,
+    tenant: Option<TenantId>,
+    dependencies: Arc<DependencyMap>,
+}
+
+impl CreateContext {
+    pub(crate) fn new(
+        key: &'static str,
+        name: Option<Arc<str>>,
+        tenant: Option<TenantId>,
+        dependencies: Arc<DependencyMap>,
+    ) -> Self {
+        Self {
+            key,
+            name,
+            tenant,
+            dependencies,
+        }
+    }
+
+    /// A handle to the unnamed registration of `D`, which must be a declared dependency.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::MissingDependency`] if `D` was not declared in
+    /// [`Resource::dependencies`].
+    pub fn dependency<D: Resource>(&self) -> Result<Handle<D>, Error> {
+        self.lookup::<D>(None)
+    }
+
+    /// A handle to the registration of `D` named `name`, which must be a declared dependency.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::MissingDependency`] if it was not declared.
+    pub fn dependency_named<D: Resource>(&self, name: &'static str) -> Result<Handle<D>, Error> {
+        self.lookup::<D>(Some(name))
+    }
+
+    fn lookup<D: Resource>(&self, name: Option<&'static str>) -> Result<Handle<D>, Error> {
+        self.dependencies
+            .get(&(TypeId::of::<D>(), name))
+            .and_then(|any| Arc::clone(any).downcast::<Registration<D>>().ok())
+            .map(Handle::from_registration)
+            .ok_or_else(|| {
+                let what = match name {
+                    Some(name) => format!("`{}` named `{name}`", D::KEY),
+                    None => format!("`{}`", D::KEY),
+                };
+                Error::other(
+                    ErrorKind::MissingDependency,
+                    format!("{what} is not a declared dependency; add it to `dependencies()`"),
+                )
+                .in_resource(self.key, self.name.as_deref())
+            })
+    }
+
+    /// The tenant this instance is created for, if any.
+    pub fn tenant(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
+
+    /// The key of the resource being created.
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The registration name, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+impl fmt::Debug for CreateContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateContext")
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .field("dependencies", &self.dependencies.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_validated() {
+        assert_eq!(TenantId::new("acme-01.eu_west").unwrap().as_str(), "acme-01.eu_west");
+        for bad in ["", "a;b", "a b", "a\nb", "x'y", "a/b", "a@b", "a=b", &"x".repeat(129)] {
+            let err = TenantId::new(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::TenantRejected, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Lifecycle events, published on [`ResourceManager::events`](crate::ResourceManager::events).
+//!
+//! Events are for observers (dashboards, audit logs, tests). They are sent only on slow paths —
+//! creation, destruction, leaks, shutdown — never per acquire, and cost nothing when nobody
+//! subscribes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which registration an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The resource's `KEY`.
+    pub key: &'static str,
+    /// The registration name, for `register_named`.
+    pub name: Option<Arc<str>>,
+}
+
+/// Something that happened to a resource.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A registration finished initializing during `build()`.
+    Initialized(Source),
+    /// A registration failed to initialize; `build()` fails.
+    InitFailed {
+        /// The registration.
+        source: Source,
+        /// The error, as text.
+        error: String,
+    },
+    /// An instance was created.
+    InstanceCreated(Source),
+    /// Creating an instance failed.
+    CreateFailed {
+        /// The registration.
+        source: Source,
+        /// The error, as text.
+        error: String,
+    },
+    /// An instance was destroyed.
+    InstanceDestroyed(Source),
+    /// A guard has been held longer than the pool's `leak_threshold`.
+    LeakDetected {
+        /// The registration.
+        source: Source,
+        /// How long the guard had been held when it was noticed.
+        held: Duration,
+    },
+    /// `shutdown` began.
+    ShutdownStarted,
+    /// `shutdown` finished.
+    ShutdownCompleted,
+}

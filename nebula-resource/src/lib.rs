@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod context;
+pub mod error;
+pub mod events;
+mod guard;
+mod manager;
+pub mod pool;
+mod policy;
+pub mod resource;
+mod runtime;
+pub mod status;
+mod telemetry;
+
+pub use crate::context::{Context, CreateContext, TenantId};
+pub use crate::error::{BoxError, Error, ErrorKind, TimeoutPhase};
+pub use crate::events::Event;
+pub use crate::guard::Guard;
+pub use crate::manager::{Handle, ResourceManager, ResourceManagerBuilder};
+pub use crate::policy::Policy;
+pub use crate::pool::{PoolConfig, PoolStats, QueueOrder};
+pub use crate::resource::{Config, Dependencies, Resource, Topology};
+pub use crate::status::{Phase, ResourceStatus, Status};

@@ -1,0 +1,291 @@
+//! [`ResourceManagerBuilder`]: collect registrations, then `build()` — validate everything,
+//! plan the dependency DAG, and initialize layer by layer.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::time::Instant;
+
+use super::dag::{self, NodeSpec};
+use super::maintenance;
+use super::registration::{Backend, Erased, Registration};
+use super::{ManagerInner, Node, ResourceManager, TypeMap};
+use crate::context::{CreateContext, DependencyMap};
+use crate::error::{Error, ErrorKind};
+use crate::events::{Event, Source};
+use crate::policy::Policy;
+use crate::pool::Pool;
+use crate::pool::resident::Resident;
+use crate::resource::{Config, Resource, Topology};
+use crate::runtime::Runtime;
+use crate::status::Phase;
+
+/// How long a failed `build()` waits for what it created to be destroyed.
+const FAILED_BUILD_DRAIN: Duration = Duration::from_secs(10);
+
+/// One registration before `build()`, whatever its resource type.
+trait Entry: Send {
+    fn spec(&self) -> NodeSpec;
+    fn validate(&self) -> Result<(), Error>;
+    fn instantiate(
+        self: Box<Self>,
+        dependencies: Arc<DependencyMap>,
+        runtime: &Arc<Runtime>,
+    ) -> (Arc<dyn Erased>, Arc<dyn Any + Send + Sync>);
+}
+
+struct Typed<R: Resource> {
+    resource: R,
+    config: R::Config,
+    policy: Policy,
+    name: Option<Arc<str>>,
+}
+
+impl<R: Resource> Entry for Typed<R> {
+    fn spec(&self) -> NodeSpec {
+        NodeSpec {
+            type_id: TypeId::of::<R>(),
+            key: R::KEY,
+            name: self.name.clone(),
+            dependencies: R::dependencies().list,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let validated = std::panic::catch_unwind(AssertUnwindSafe(|| self.config.validate()))
+            .unwrap_or_else(|panic| Err(Error::panicked(ErrorKind::Config, "Config::validate", &*panic)));
+        validated
+            .and_then(|()| self.policy.validate())
+            .map_err(|err| err.in_resource(R::KEY, self.name.as_deref()))
+    }
+
+    fn instantiate(
+        self: Box<Self>,
+        dependencies: Arc<DependencyMap>,
+        runtime: &Arc<Runtime>,
+    ) -> (Arc<dyn Erased>, Arc<dyn Any + Send + Sync>) {
+        let ctx = CreateContext::new(R::KEY, self.name.clone(), None, dependencies);
+        let resource = Arc::new(self.resource);
+        let backend = match R::TOPOLOGY {
+            Topology::Pooled => Backend::Pooled(Arc::new(Pool::new(
+                resource,
+                self.config,
+                self.policy.pool,
+                ctx,
+                Arc::clone(runtime),
+            ))),
+            Topology::Resident => Backend::Resident(Arc::new(Resident::new(
+                resource,
+                self.config,
+                self.policy.pool,
+                ctx,
+                Arc::clone(runtime),
+            ))),
+        };
+        let registration = Arc::new(Registration::new(self.name, backend));
+        (Arc::clone(&registration) as Arc<dyn Erased>, registration)
+    }
+}
+
+/// Collects registrations; [`build`](Self::build) turns them into a [`ResourceManager`].
+#[must_use = "a builder does nothing until build() is awaited"]
+#[derive(Default)]
+pub struct ResourceManagerBuilder {
+    entries: Vec<Box<dyn Entry>>,
+}
+
+impl std::fmt::Debug for ResourceManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<_> = self.entries.iter().map(|e| e.spec().key).collect();
+        f.debug_struct("ResourceManagerBuilder").field("resources", &keys).finish()
+    }
+}
+
+impl ResourceManagerBuilder {
+    /// Register `resource` with `config` and the default [`Policy`].
+    pub fn register<R: Resource>(self, resource: R, config: R::Config) -> Self {
+        self.push(resource, config, Policy::default(), None)
+    }
+
+    /// Register `resource` with `config` and `policy`.
+    pub fn register_with<R: Resource>(self, resource: R, config: R::Config, policy: Policy) -> Self {
+        self.push(resource, config, policy, None)
+    }
+
+    /// Register one more instance of a resource type under `name` (a replica, a second
+    /// cluster); acquire it with `acquire_named::<R>(name)`.
+    pub fn register_named<R: Resource>(self, name: impl Into<String>, resource: R, config: R::Config) -> Self {
+        self.push(resource, config, Policy::default(), Some(name.into()))
+    }
+
+    /// [`register_named`](Self::register_named) with a [`Policy`].
+    pub fn register_named_with<R: Resource>(
+        self,
+        name: impl Into<String>,
+        resource: R,
+        config: R::Config,
+        policy: Policy,
+    ) -> Self {
+        self.push(resource, config, policy, Some(name.into()))
+    }
+
+    fn push<R: Resource>(mut self, resource: R, config: R::Config, policy: Policy, name: Option<String>) -> Self {
+        self.entries.push(Box::new(Typed {
+            resource,
+            config,
+            policy,
+            name: name.map(Arc::from),
+        }));
+        self
+    }
+
+    /// Validate every config and policy, reject duplicates, missing dependencies and cycles —
+    /// all before anything is created — then initialize layer by layer, the resources of one
+    /// layer concurrently (`min_idle` instances of each pool, the instance of each resident).
+    ///
+    /// Must be called inside a tokio runtime: the manager's background tasks run on it.
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::Config`] for the first invalid config or policy, naming resource and field;
+    /// - [`ErrorKind::Duplicate`], [`ErrorKind::MissingDependency`], [`ErrorKind::Cycle`] (listing
+    ///   the whole cycle);
+    /// - the error of a resource that failed to initialize, naming it and the dependents that
+    ///   were not started; what had been created is shut down first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes drops what was initialized so far without a
+    /// graceful destroy; await it to completion.
+    pub async fn build(self) -> Result<ResourceManager, Error> {
+        let specs: Vec<NodeSpec> = self.entries.iter().map(|e| e.spec()).collect();
+        for entry in &self.entries {
+            entry.validate()?;
+        }
+        let plan = dag::plan(&specs)?;
+
+        let runtime = Arc::new(Runtime::start());
+        // Instantiate dependencies before dependents so each create context can hold handles.
+        let mut slots: Vec<Option<(Arc<dyn Erased>, Arc<dyn Any + Send + Sync>)>> =
+            (0..specs.len()).map(|_| None).collect();
+        let mut entries: Vec<Option<Box<dyn Entry>>> = self.entries.into_iter().map(Some).collect();
+        for layer in &plan.layers {
+            for &i in layer {
+                let mut dependencies = DependencyMap::new();
+                for (dep, &target) in specs[i].dependencies.iter().zip(&plan.dependencies[i]) {
+                    if let Some((_, any)) = &slots[target] {
+                        dependencies.insert((dep.type_id, dep.name), Arc::clone(any));
+                    }
+                }
+                if let Some(entry) = entries[i].take() {
+                    slots[i] = Some(entry.instantiate(Arc::new(dependencies), &runtime));
+                }
+            }
+        }
+        let nodes: Vec<Node> = slots
+            .into_iter()
+            .zip(&specs)
+            .zip(plan.dependencies)
+            .filter_map(|((slot, spec), dependencies)| {
+                slot.map(|(erased, any)| Node {
+                    erased,
+                    any,
+                    dependencies,
+                    label: match &spec.name {
+                        Some(name) => format!("{}({name})", spec.key),
+                        None => spec.key.to_owned(),
+                    },
+                })
+            })
+            .collect();
+
+        let mut by_type = TypeMap::default();
+        let mut by_name = HashMap::new();
+        for (i, spec) in specs.iter().enumerate() {
+            match &spec.name {
+                Some(name) => {
+                    by_name
+                        .entry(spec.type_id)
+                        .or_insert_with(HashMap::new)
+                        .insert(Arc::clone(name), i);
+                }
+                None => {
+                    by_type.insert(spec.type_id, i);
+                }
+            }
+        }
+        let inner = Arc::new(ManagerInner {
+            nodes,
+            layers: plan.layers,
+            by_type,
+            by_name,
+            runtime,
+            maintenance: Arc::default(),
+            shutdown: tokio::sync::Mutex::new(false),
+        });
+
+        initialize(&inner).await?;
+        maintenance::spawn(&inner);
+        Ok(ResourceManager { inner })
+    }
+}
+
+/// Initialize layer by layer; on failure shut down what was started and name what was not.
+async fn initialize(inner: &Arc<ManagerInner>) -> Result<(), Error> {
+    for (depth, layer) in inner.layers.iter().enumerate() {
+        for &i in layer {
+            inner.nodes[i].erased.set_phase(Phase::Initializing);
+        }
+        let results = join_all(layer.iter().map(|&i| inner.nodes[i].erased.init())).await;
+        let mut failed = Vec::new();
+        for (&i, result) in layer.iter().zip(results) {
+            let node = &inner.nodes[i];
+            let source = Source {
+                key: node.erased.key(),
+                name: node.erased.name().map(Arc::from),
+            };
+            match result {
+                Ok(()) => {
+                    node.erased.set_phase(Phase::Ready);
+                    inner.runtime.emit(Event::Initialized(source));
+                }
+                Err(err) => {
+                    node.erased.set_phase(Phase::Failed);
+                    inner.runtime.emit(Event::InitFailed {
+                        source,
+                        error: err.to_string(),
+                    });
+                    failed.push((i, err));
+                }
+            }
+        }
+        let Some((first, err)) = failed.into_iter().next() else {
+            continue;
+        };
+        let not_started: Vec<&str> = inner.layers[depth + 1..]
+            .iter()
+            .flatten()
+            .filter(|&&n| inner.depends_on(n, first))
+            .map(|&n| inner.nodes[n].label.as_str())
+            .collect();
+        let stopped = inner.stop(Instant::now() + FAILED_BUILD_DRAIN).await;
+        if let Err(stuck) = stopped {
+            tracing::warn!(error = %stuck, "resources created before a failed build did not drain in time");
+        }
+        let note = if not_started.is_empty() {
+            format!("initialization of `{}` failed", inner.nodes[first].label)
+        } else {
+            format!(
+                "initialization of `{}` failed; dependents not started: {}",
+                inner.nodes[first].label,
+                not_started.join(", ")
+            )
+        };
+        return Err(err.with_note(note));
+    }
+    Ok(())
+}

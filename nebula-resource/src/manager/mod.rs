@@ -1,0 +1,379 @@
+//! [`ResourceManager`]: the typed registry of resources, the entry point for acquiring them, and
+//! the owner of their lifecycle from `build()` to `shutdown()`.
+
+mod builder;
+mod dag;
+mod maintenance;
+mod registration;
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
+
+pub use self::builder::ResourceManagerBuilder;
+pub(crate) use self::registration::Registration;
+use self::registration::Erased;
+use crate::context::{Context, TenantId};
+use crate::error::{Error, ErrorKind, TimeoutPhase};
+use crate::events::Event;
+use crate::guard::Guard;
+use crate::resource::Resource;
+use crate::runtime::Runtime;
+use crate::status::{Phase, ResourceStatus, Status};
+
+/// `TypeId` is already a hash; feeding it through SipHash again only costs time on every
+/// acquire.
+#[derive(Default)]
+struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_ne_bytes(word);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = self.0.rotate_left(5) ^ value;
+    }
+}
+
+type TypeMap = HashMap<TypeId, usize, BuildHasherDefault<TypeIdHasher>>;
+
+/// One registration as the manager holds it.
+struct Node {
+    erased: Arc<dyn Erased>,
+    any: Arc<dyn Any + Send + Sync>,
+    dependencies: Vec<usize>,
+    label: String,
+}
+
+struct ManagerInner {
+    nodes: Vec<Node>,
+    layers: Vec<Vec<usize>>,
+    by_type: TypeMap,
+    by_name: HashMap<TypeId, HashMap<Arc<str>, usize>>,
+    runtime: Arc<Runtime>,
+    maintenance: Arc<Notify>,
+    shutdown: tokio::sync::Mutex<bool>,
+}
+
+impl ManagerInner {
+    /// Whether `node` depends on `on`, directly or through others.
+    fn depends_on(&self, node: usize, on: usize) -> bool {
+        let mut stack = vec![node];
+        let mut seen = vec![false; self.nodes.len()];
+        while let Some(n) = stack.pop() {
+            for &d in &self.nodes[n].dependencies {
+                if d == on {
+                    return true;
+                }
+                if !seen[d] {
+                    seen[d] = true;
+                    stack.push(d);
+                }
+            }
+        }
+        false
+    }
+
+    /// Close and drain every registration, dependents before their dependencies.
+    async fn stop(&self, deadline: Instant) -> Result<(), Error> {
+        self.runtime.begin_shutdown();
+        self.maintenance.notify_one();
+        let mut stuck = Vec::new();
+        for layer in self.layers.iter().rev() {
+            for &i in layer {
+                self.nodes[i].erased.set_phase(Phase::Draining);
+                self.nodes[i].erased.close();
+            }
+            let drained = join_all(layer.iter().map(|&i| self.nodes[i].erased.drained(deadline))).await;
+            for (&i, result) in layer.iter().zip(drained) {
+                match result {
+                    Ok(()) => self.nodes[i].erased.set_phase(Phase::Stopped),
+                    Err(stats) => stuck.push((i, stats)),
+                }
+            }
+        }
+        let Some(&(first, stats)) = stuck.first() else {
+            return Ok(());
+        };
+        let names: Vec<String> = stuck
+            .iter()
+            .map(|(i, stats)| format!("{} ({} in use)", self.nodes[*i].label, stats.in_use))
+            .collect();
+        let node = &self.nodes[first].erased;
+        Err(Error::timeout(TimeoutPhase::Shutdown, deadline.elapsed(), Some(stats), None)
+            .in_resource(node.key(), node.name())
+            .with_note(format!("still in use at the deadline: {}", names.join(", "))))
+    }
+}
+
+/// Holds typed resources and hands out [`Guard`]s; see the [crate docs](crate) for a tour.
+///
+/// Cheap to clone: clones share the same resources.
+#[derive(Clone)]
+pub struct ResourceManager {
+    inner: Arc<ManagerInner>,
+}
+
+impl fmt::Debug for ResourceManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let labels: Vec<&str> = self.inner.nodes.iter().map(|n| n.label.as_str()).collect();
+        f.debug_struct("ResourceManager")
+            .field("resources", &labels)
+            .field("shutting_down", &self.inner.runtime.is_shutting_down())
+            .finish()
+    }
+}
+
+impl ResourceManager {
+    /// Start registering resources.
+    pub fn builder() -> ResourceManagerBuilder {
+        ResourceManagerBuilder::default()
+    }
+
+    fn index_of<R: Resource>(&self, name: Option<&str>) -> Option<usize> {
+        match name {
+            None => self.inner.by_type.get(&TypeId::of::<R>()).copied(),
+            Some(name) => self
+                .inner
+                .by_name
+                .get(&TypeId::of::<R>())
+                .and_then(|names| names.get(name))
+                .copied(),
+        }
+    }
+
+    fn registration<R: Resource>(&self, name: Option<&str>) -> Result<&Registration<R>, Error> {
+        self.index_of::<R>(name)
+            .and_then(|i| self.inner.nodes[i].any.downcast_ref::<Registration<R>>())
+            .ok_or_else(|| not_registered::<R>(name))
+    }
+
+    /// Acquire an instance of the unnamed registration of `R`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotRegistered`]; [`ErrorKind::Timeout`] after `acquire_timeout` (naming the
+    /// phase, the pool's counts and the last create error); the create error of the instance
+    /// made for this acquire; [`ErrorKind::ShuttingDown`] once shutdown has begun.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future at any await point loses no instance and no place in
+    /// the pool. An instance being created for it goes to the next waiter or the idle store; an
+    /// instance being checked for it is destroyed.
+    pub async fn acquire<R: Resource>(&self) -> Result<Guard<R>, Error> {
+        self.registration::<R>(None)?.acquire(None).await
+    }
+
+    /// Acquire an instance of the registration of `R` named `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_named<R: Resource>(&self, name: &str) -> Result<Guard<R>, Error> {
+        self.registration::<R>(Some(name))?.acquire(None).await
+    }
+
+    /// Acquire in a [`Context`]: its tenant id is validated, and the wait never goes past its
+    /// deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::TenantRejected`] naming the tenant for an invalid tenant id; otherwise as
+    /// [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_in<R: Resource>(&self, ctx: &Context) -> Result<Guard<R>, Error> {
+        if let Some(tenant) = ctx.tenant_id() {
+            TenantId::new(tenant).map_err(|err| err.in_resource(R::KEY, None).for_tenant(Some(tenant)))?;
+        }
+        self.registration::<R>(None)?.acquire(ctx.deadline()).await
+    }
+
+    /// A typed handle to the unnamed registration of `R`: cheap to clone, no lookup per acquire.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotRegistered`].
+    pub fn handle<R: Resource>(&self) -> Result<Handle<R>, Error> {
+        self.handle_for::<R>(None)
+    }
+
+    /// A typed handle to the registration of `R` named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotRegistered`].
+    pub fn handle_named<R: Resource>(&self, name: &str) -> Result<Handle<R>, Error> {
+        self.handle_for::<R>(Some(name))
+    }
+
+    fn handle_for<R: Resource>(&self, name: Option<&str>) -> Result<Handle<R>, Error> {
+        self.index_of::<R>(name)
+            .and_then(|i| Arc::clone(&self.inner.nodes[i].any).downcast::<Registration<R>>().ok())
+            .map(Handle::from_registration)
+            .ok_or_else(|| not_registered::<R>(name))
+    }
+
+    /// Every registration's phase, topology, dependencies and pool counts, in initialization
+    /// order.
+    pub fn status(&self) -> Status {
+        let resources = self
+            .inner
+            .layers
+            .iter()
+            .flatten()
+            .map(|&i| {
+                let node = &self.inner.nodes[i];
+                ResourceStatus {
+                    key: node.erased.key(),
+                    name: node.erased.name().map(Arc::from),
+                    topology: node.erased.topology(),
+                    phase: node.erased.phase(),
+                    dependencies: node
+                        .dependencies
+                        .iter()
+                        .map(|&d| self.inner.nodes[d].label.clone())
+                        .collect(),
+                    pool: node.erased.stats(),
+                }
+            })
+            .collect();
+        Status {
+            resources,
+            shutting_down: self.inner.runtime.is_shutting_down(),
+        }
+    }
+
+    /// Lifecycle events from now on. A receiver that falls more than 1024 events behind gets
+    /// `RecvError::Lagged`.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.runtime.subscribe()
+    }
+
+    /// Shut down in reverse dependency order: each registration stops serving (every waiting
+    /// and later acquire gets [`ErrorKind::ShuttingDown`]), waits for its guards in use to be
+    /// dropped, destroys its instances, and only then are its dependencies shut down.
+    /// Returns when every instance is destroyed or `deadline` has passed. Calling it again after
+    /// it finished returns `Ok` at once.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`] (phase [`TimeoutPhase::Shutdown`]) if guards were still held at the
+    /// deadline, naming the resources and how many instances each had in use. Those instances
+    /// are destroyed when their guards drop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Shutdown has begun once the future is first polled; dropping it stops the waiting, not
+    /// the shutdown. Calling `shutdown` again resumes the waiting.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<(), Error> {
+        let mut done = self.inner.shutdown.lock().await;
+        if *done {
+            return Ok(());
+        }
+        self.inner.runtime.emit(Event::ShutdownStarted);
+        let stopped = self.inner.stop(Instant::now() + deadline).await;
+        *done = true;
+        self.inner.runtime.emit(Event::ShutdownCompleted);
+        stopped
+    }
+}
+
+fn not_registered<R: Resource>(name: Option<&str>) -> Error {
+    let what = match name {
+        Some(name) => format!("no registration of {} named `{name}`", std::any::type_name::<R>()),
+        None => format!("no registration of {}", std::any::type_name::<R>()),
+    };
+    Error::other(ErrorKind::NotRegistered, what).in_resource(R::KEY, name)
+}
+
+/// A typed handle to one registration: acquire without a registry lookup. Cheap to clone.
+pub struct Handle<R: Resource> {
+    registration: Arc<Registration<R>>,
+}
+
+impl<R: Resource> Clone for Handle<R> {
+    fn clone(&self) -> Self {
+        Self {
+            registration: Arc::clone(&self.registration),
+        }
+    }
+}
+
+impl<R: Resource> fmt::Debug for Handle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("key", &R::KEY)
+            .field("name", &self.registration.name)
+            .finish()
+    }
+}
+
+impl<R: Resource> Handle<R> {
+    pub(crate) fn from_registration(registration: Arc<Registration<R>>) -> Self {
+        Self { registration }
+    }
+
+    /// Acquire an instance.
+    ///
+    /// # Errors
+    ///
+    /// As [`ResourceManager::acquire`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ResourceManager::acquire`].
+    pub async fn acquire(&self) -> Result<Guard<R>, Error> {
+        self.registration.acquire(None).await
+    }
+
+    /// Acquire in a [`Context`], as [`ResourceManager::acquire_in`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ResourceManager::acquire_in`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ResourceManager::acquire`].
+    pub async fn acquire_in(&self, ctx: &Context) -> Result<Guard<R>, Error> {
+        if let Some(tenant) = ctx.tenant_id() {
+            TenantId::new(tenant)
+                .map_err(|err| err.in_resource(R::KEY, self.name()).for_tenant(Some(tenant)))?;
+        }
+        self.registration.acquire(ctx.deadline()).await
+    }
+
+    /// The registration name, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.registration.name.as_deref()
+    }
+
+    /// The pool's counts now.
+    pub fn stats(&self) -> crate::pool::PoolStats {
+        Erased::stats(&*self.registration)
+    }
+}

@@ -1,0 +1,143 @@
+//! One registered resource: its pool (or resident instance), its phase, and the type-erased face
+//! the manager drives it through.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::guard::Guard;
+use crate::pool::resident::Resident;
+use crate::pool::{Pool, PoolStats};
+use crate::resource::{Resource, Topology};
+use crate::status::Phase;
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub(crate) enum Backend<R: Resource> {
+    Pooled(Arc<Pool<R>>),
+    Resident(Arc<Resident<R>>),
+}
+
+/// A registration of resource `R`.
+pub(crate) struct Registration<R: Resource> {
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) backend: Backend<R>,
+    phase: AtomicU8,
+}
+
+impl<R: Resource> Registration<R> {
+    pub(crate) fn new(name: Option<Arc<str>>, backend: Backend<R>) -> Self {
+        Self {
+            name,
+            backend,
+            phase: AtomicU8::new(Phase::Pending as u8),
+        }
+    }
+
+    /// Acquire, waiting no later than `limit` (and no longer than `acquire_timeout`).
+    pub(crate) async fn acquire(&self, limit: Option<Instant>) -> Result<Guard<R>, Error> {
+        match &self.backend {
+            Backend::Pooled(pool) => {
+                let acquired = pool.acquire(limit).await?;
+                Ok(Guard::pooled(Arc::clone(pool), acquired))
+            }
+            Backend::Resident(resident) => {
+                let (instance, generation) = resident.acquire(limit).await?;
+                Ok(Guard::resident(Arc::clone(resident), instance, generation))
+            }
+        }
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+}
+
+/// What the manager needs of any registration, whatever its resource type.
+pub(crate) trait Erased: Send + Sync {
+    fn key(&self) -> &'static str;
+    fn name(&self) -> Option<&str>;
+    fn topology(&self) -> Topology;
+    fn phase(&self) -> Phase;
+    fn set_phase(&self, phase: Phase);
+    fn stats(&self) -> PoolStats;
+    fn init(&self) -> BoxFuture<'_, Result<(), Error>>;
+    fn maintain(&self);
+    fn maintenance_interval(&self) -> Option<std::time::Duration>;
+    fn close(&self);
+    fn drained(&self, deadline: Instant) -> BoxFuture<'_, Result<(), PoolStats>>;
+}
+
+impl<R: Resource> Erased for Registration<R> {
+    fn key(&self) -> &'static str {
+        R::KEY
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn topology(&self) -> Topology {
+        match self.backend {
+            Backend::Pooled(_) => Topology::Pooled,
+            Backend::Resident(_) => Topology::Resident,
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        Registration::set_phase(self, phase);
+    }
+
+    fn stats(&self) -> PoolStats {
+        match &self.backend {
+            Backend::Pooled(pool) => pool.stats(),
+            Backend::Resident(resident) => resident.stats(),
+        }
+    }
+
+    fn init(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            match &self.backend {
+                Backend::Pooled(pool) => pool.warm_up().await,
+                Backend::Resident(resident) => resident.init().await,
+            }
+        })
+    }
+
+    fn maintain(&self) {
+        if let Backend::Pooled(pool) = &self.backend {
+            pool.maintain();
+        }
+    }
+
+    fn maintenance_interval(&self) -> Option<std::time::Duration> {
+        match &self.backend {
+            Backend::Pooled(pool) => Some(pool.settings.maintenance_interval),
+            Backend::Resident(_) => None,
+        }
+    }
+
+    fn close(&self) {
+        match &self.backend {
+            Backend::Pooled(pool) => pool.close(),
+            Backend::Resident(resident) => resident.close(),
+        }
+    }
+
+    fn drained(&self, deadline: Instant) -> BoxFuture<'_, Result<(), PoolStats>> {
+        Box::pin(async move {
+            match &self.backend {
+                Backend::Pooled(pool) => pool.drained(deadline).await,
+                Backend::Resident(resident) => resident.drained(deadline).await,
+            }
+        })
+    }
+}

@@ -1,0 +1,868 @@
+//! The pool: idle store, FIFO waiters with direct hand-off, creation in tasks of its own,
+//! release through the manager's worker, and the maintenance pass.
+//!
+//! # Invariants
+//!
+//! - `size` counts every instance that exists or is being created: idle, in use, being created,
+//!   being recycled or destroyed. `size <= max_size` at every moment.
+//! - An instance is owned by exactly one of: the idle store, one waiter's hand-off cell, one
+//!   guard (or an acquire validating it), one create task, one release job.
+//! - Waiters are served strictly in arrival order. A newcomer takes an idle instance only when
+//!   nobody waits; a released instance goes straight to the first waiter.
+//! - Every path that ends an instance's life — destroy finished, timed out, panicked, or the job
+//!   dropped by a dying runtime — goes through a drop ticket that settles `size` once.
+
+pub(crate) mod config;
+pub(crate) mod resident;
+mod stats;
+pub(crate) mod worker;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+use slab::Slab;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub use self::config::{MAX_DURATION, MAX_POOL_SIZE, PoolConfig, QueueOrder};
+pub use self::stats::PoolStats;
+use crate::context::CreateContext;
+use crate::error::{Error, ErrorKind, TimeoutPhase};
+use crate::events::{Event, Source};
+use crate::telemetry::PoolMetrics;
+use crate::resource::Resource;
+use crate::runtime::Runtime;
+
+/// One instance and the times the pool keeps for it.
+pub(crate) struct Slot<R: Resource> {
+    pub(crate) instance: R::Instance,
+    expires_at: Option<Instant>,
+    idle_since: Instant,
+}
+
+impl<R: Resource> Slot<R> {
+    fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+enum Waiter<R: Resource> {
+    Waiting(Option<Waker>),
+    Served(Result<Slot<R>, Error>),
+}
+
+struct State<R: Resource> {
+    idle: VecDeque<Slot<R>>,
+    waiters: Slab<Waiter<R>>,
+    queue: VecDeque<usize>,
+    size: usize,
+    in_use: usize,
+    creating: usize,
+    releasing: usize,
+    closed: bool,
+    created: u64,
+    destroyed: u64,
+    create_errors: u64,
+    timeouts: u64,
+    last_create_error: Option<String>,
+}
+
+impl<R: Resource> State<R> {
+    /// Give `slot` to the first waiter (returning the waker to call once the lock is released),
+    /// or put it in the idle store.
+    fn hand_off(&mut self, slot: Slot<R>) -> Option<Waker> {
+        match self.queue.pop_front() {
+            Some(key) => {
+                self.in_use += 1;
+                match std::mem::replace(&mut self.waiters[key], Waiter::Served(Ok(slot))) {
+                    Waiter::Waiting(waker) => waker,
+                    Waiter::Served(_) => None,
+                }
+            }
+            None => {
+                self.idle.push_back(slot);
+                None
+            }
+        }
+    }
+
+    /// Fail the first waiter with `error`.
+    fn fail_first(&mut self, error: Error) -> Option<Waker> {
+        let key = self.queue.pop_front()?;
+        match std::mem::replace(&mut self.waiters[key], Waiter::Served(Err(error))) {
+            Waiter::Waiting(waker) => waker,
+            Waiter::Served(_) => None,
+        }
+    }
+
+    fn stats(&self, max_size: usize) -> PoolStats {
+        PoolStats {
+            size: self.size,
+            max_size,
+            idle: self.idle.len(),
+            in_use: self.in_use,
+            waiters: self.queue.len(),
+            creating: self.creating,
+            releasing: self.releasing,
+            created: self.created,
+            destroyed: self.destroyed,
+            create_errors: self.create_errors,
+            timeouts: self.timeouts,
+        }
+    }
+}
+
+/// Which count an instance leaving through a [`Settle`] ticket is still held in.
+#[derive(Clone, Copy)]
+enum Counted {
+    InUse,
+    Releasing,
+}
+
+/// The shared part of one pool; guards and tasks hold it by `Arc`.
+pub(crate) struct Pool<R: Resource> {
+    pub(crate) resource: Arc<R>,
+    config: R::Config,
+    pub(crate) settings: PoolConfig,
+    ctx: CreateContext,
+    source: Source,
+    state: Mutex<State<R>>,
+    drained: Notify,
+    runtime: Arc<Runtime>,
+    metrics: PoolMetrics,
+    leaks: Option<Mutex<Slab<Checkout>>>,
+}
+
+struct Checkout {
+    since: Instant,
+    reported: bool,
+}
+
+/// A successful acquire: the instance and where it came from.
+pub(crate) struct Acquired<R: Resource> {
+    pub(crate) slot: Slot<R>,
+    pub(crate) at: Instant,
+    pub(crate) leak_key: Option<usize>,
+}
+
+impl<R: Resource> Pool<R> {
+    pub(crate) fn new(
+        resource: Arc<R>,
+        config: R::Config,
+        settings: PoolConfig,
+        ctx: CreateContext,
+        runtime: Arc<Runtime>,
+    ) -> Self {
+        let source = Source {
+            key: R::KEY,
+            name: ctx.name().map(Arc::from),
+        };
+        let metrics = PoolMetrics::new(R::KEY, ctx.name(), ctx.tenant().map(|t| t.as_str()));
+        let leaks = settings.leak_threshold.map(|_| Mutex::new(Slab::new()));
+        Self {
+            resource,
+            config,
+            state: Mutex::new(State {
+                idle: VecDeque::with_capacity(settings.max_size.min(1024)),
+                waiters: Slab::new(),
+                queue: VecDeque::new(),
+                size: 0,
+                in_use: 0,
+                creating: 0,
+                releasing: 0,
+                closed: false,
+                created: 0,
+                destroyed: 0,
+                create_errors: 0,
+                timeouts: 0,
+                last_create_error: None,
+            }),
+            settings,
+            ctx,
+            source,
+            drained: Notify::new(),
+            runtime,
+            metrics,
+            leaks,
+        }
+    }
+
+    fn error(&self, err: Error) -> Error {
+        err.in_resource(R::KEY, self.ctx.name())
+            .for_tenant(self.ctx.tenant().map(|t| t.as_str()))
+    }
+
+    /// The pool's counts now.
+    pub(crate) fn stats(&self) -> PoolStats {
+        self.state.lock().stats(self.settings.max_size)
+    }
+
+    /// Check out an instance, waiting no longer than `acquire_timeout` nor past `limit`.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        limit: Option<Instant>,
+    ) -> Result<Acquired<R>, Error> {
+        // Computed only when something has to wait: the fast path reads the clock once.
+        let mut deadline = None;
+        loop {
+            if self.runtime.is_shutting_down() {
+                return Err(self.error(Error::shutting_down()));
+            }
+            let taken = {
+                let mut state = self.state.lock();
+                if state.closed {
+                    return Err(self.error(Error::shutting_down()));
+                }
+                let idle = if state.queue.is_empty() {
+                    match self.settings.order {
+                        QueueOrder::Lifo => state.idle.pop_back(),
+                        QueueOrder::Fifo => state.idle.pop_front(),
+                    }
+                } else {
+                    None
+                };
+                match idle {
+                    Some(slot) => {
+                        state.in_use += 1;
+                        Ok(slot)
+                    }
+                    None => {
+                        let key = state.waiters.insert(Waiter::Waiting(None));
+                        state.queue.push_back(key);
+                        let creates = self.plan_creates(&mut state, 0);
+                        drop(state);
+                        self.start_creates(creates);
+                        Err(key)
+                    }
+                }
+            };
+            let slot = match taken {
+                Ok(slot) => slot,
+                Err(key) => {
+                    let now = Instant::now();
+                    let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
+                    self.wait(key, now, deadline).await?
+                }
+            };
+            let now = Instant::now();
+            if let Some(slot) = self.validate(slot, now, limit, &mut deadline).await? {
+                let leak_key = self
+                    .leaks
+                    .as_ref()
+                    .map(|leaks| leaks.lock().insert(Checkout { since: now, reported: false }));
+                self.metrics.acquired();
+                return Ok(Acquired {
+                    slot,
+                    at: now,
+                    leak_key,
+                });
+            }
+        }
+    }
+
+    fn deadline(&self, now: Instant, limit: Option<Instant>) -> Instant {
+        let timeout = now + self.settings.acquire_timeout;
+        limit.map_or(timeout, |limit| limit.min(timeout))
+    }
+
+    async fn wait(
+        self: &Arc<Self>,
+        key: usize,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Slot<R>, Error> {
+        let waiting = Waiting {
+            pool: self,
+            key,
+            done: false,
+        };
+        match tokio::time::timeout_at(deadline, waiting).await {
+            Ok(served) => {
+                self.metrics.waited(started.elapsed());
+                served.map_err(|e| self.error(e))
+            }
+            Err(_) => {
+                let (stats, last) = {
+                    let mut state = self.state.lock();
+                    state.timeouts += 1;
+                    (
+                        state.stats(self.settings.max_size),
+                        state.last_create_error.clone(),
+                    )
+                };
+                Err(self.error(Error::timeout(
+                    TimeoutPhase::Permit,
+                    started.elapsed(),
+                    Some(stats),
+                    last,
+                )))
+            }
+        }
+    }
+
+    /// Decide whether `slot` may be handed out: not broken, not expired, and checked if it has
+    /// been idle too long. `Ok(None)` means it was discarded and the caller should try again.
+    async fn validate(
+        self: &Arc<Self>,
+        slot: Slot<R>,
+        now: Instant,
+        limit: Option<Instant>,
+        deadline: &mut Option<Instant>,
+    ) -> Result<Option<Slot<R>>, Error> {
+        if slot.expired(now) || self.is_broken(&slot.instance) {
+            self.discard(slot);
+            return Ok(None);
+        }
+        let Some(after) = self.settings.validate_after_idle else {
+            return Ok(Some(slot));
+        };
+        if now.saturating_duration_since(slot.idle_since) <= after {
+            return Ok(Some(slot));
+        }
+        let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
+        // Held in a guard so that an acquire dropped mid-check discards the instance, whose state
+        // is then unknown, instead of losing it.
+        let mut checking = Checking {
+            pool: self,
+            slot: Some(slot),
+        };
+        let check = {
+            let Some(slot) = checking.slot.as_mut() else {
+                return Ok(None);
+            };
+            let check = AssertUnwindSafe(self.resource.check(&mut slot.instance)).catch_unwind();
+            tokio::time::timeout_at(deadline, check).await
+        };
+        match check {
+            Ok(Ok(Ok(()))) => Ok(checking.slot.take()),
+            Ok(Ok(Err(err))) => {
+                tracing::debug!(resource = R::KEY, error = %err, "idle instance failed its check; discarded");
+                Ok(None)
+            }
+            Ok(Err(panic)) => {
+                let err = Error::panicked(ErrorKind::Check, "check", &*panic);
+                tracing::warn!(resource = R::KEY, error = %err, "check panicked; instance discarded");
+                Ok(None)
+            }
+            Err(_) => Err(self.error(Error::timeout(
+                TimeoutPhase::Check,
+                now.elapsed(),
+                Some(self.stats()),
+                None,
+            ))),
+        }
+    }
+
+    fn is_broken(&self, instance: &R::Instance) -> bool {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.is_broken(instance))).unwrap_or(true)
+    }
+
+    /// Return an instance from a guard. Never blocks.
+    pub(crate) fn release(self: Arc<Self>, mut slot: Slot<R>, held: Duration, leak_key: Option<usize>, tainted: bool) {
+        if let (Some(leaks), Some(key)) = (&self.leaks, leak_key) {
+            let checkout = leaks.lock().remove(key);
+            if checkout.reported {
+                tracing::warn!(resource = R::KEY, held = ?held, "leaked guard returned");
+            }
+        }
+        self.metrics.held(held);
+        let now = Instant::now();
+        if tainted || slot.expired(now) || self.is_broken(&slot.instance) {
+            self.discard(slot);
+            return;
+        }
+        slot.idle_since = now;
+        let pool = Arc::clone(&self);
+        let mut recycle = Box::pin(async move {
+            let recycled = AssertUnwindSafe(pool.resource.recycle(&mut slot.instance))
+                .catch_unwind()
+                .await;
+            (slot, recycled)
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        match recycle.as_mut().poll(&mut cx) {
+            Poll::Ready((slot, recycled)) => self.after_recycle(slot, recycled),
+            Poll::Pending => {
+                let limit = self.settings.recycle_timeout;
+                let runtime = Arc::clone(&self.runtime);
+                let pool = self;
+                runtime.release(Box::pin(async move {
+                    match tokio::time::timeout(limit, recycle).await {
+                        Ok((slot, recycled)) => pool.after_recycle(slot, recycled),
+                        Err(_) => {
+                            tracing::warn!(resource = R::KEY, timeout = ?limit, "recycle timed out; instance dropped");
+                            // The instance went down with the recycle future; settle its count.
+                            drop(Settle {
+                                pool,
+                                counted: Counted::InUse,
+                            });
+                        }
+                    }
+                }));
+            }
+        }
+    }
+
+    fn after_recycle(self: &Arc<Self>, slot: Slot<R>, recycled: std::thread::Result<Result<(), Error>>) {
+        match recycled {
+            Ok(Ok(())) => self.put_back(slot),
+            Ok(Err(err)) => {
+                tracing::debug!(resource = R::KEY, error = %err, "recycle failed; instance discarded");
+                self.discard(slot);
+            }
+            Err(panic) => {
+                let err = Error::panicked(ErrorKind::Recycle, "recycle", &*panic);
+                tracing::warn!(resource = R::KEY, error = %err, "recycle panicked; instance discarded");
+                self.discard(slot);
+            }
+        }
+    }
+
+    /// An in-use instance goes back to the first waiter or to the idle store.
+    fn put_back(self: &Arc<Self>, slot: Slot<R>) {
+        let mut state = self.state.lock();
+        state.in_use -= 1;
+        if state.closed {
+            state.releasing += 1;
+            drop(state);
+            self.destroy(slot.instance);
+            return;
+        }
+        let waker = state.hand_off(slot);
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Take an in-use instance out of service and destroy it on the release worker.
+    fn discard(self: &Arc<Self>, slot: Slot<R>) {
+        {
+            let mut state = self.state.lock();
+            state.in_use -= 1;
+            state.releasing += 1;
+        }
+        self.destroy(slot.instance);
+    }
+
+    /// Destroy an instance already counted in `releasing`.
+    fn destroy(self: &Arc<Self>, instance: R::Instance) {
+        let limit = self.settings.recycle_timeout;
+        let pool = Arc::clone(self);
+        self.runtime.release(Box::pin(async move {
+            let settle = Settle {
+                pool,
+                counted: Counted::Releasing,
+            };
+            let destroy = AssertUnwindSafe(settle.pool.resource.destroy(instance)).catch_unwind();
+            match tokio::time::timeout(limit, destroy).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => tracing::warn!(resource = R::KEY, "destroy panicked"),
+                Err(_) => tracing::warn!(resource = R::KEY, timeout = ?limit, "destroy timed out; instance dropped"),
+            }
+            drop(settle);
+        }));
+    }
+
+    /// The instance left the pool for good (detached): free its place.
+    pub(crate) fn forget(self: &Arc<Self>, leak_key: Option<usize>) {
+        if let (Some(leaks), Some(key)) = (&self.leaks, leak_key) {
+            leaks.lock().remove(key);
+        }
+        let creates = {
+            let mut state = self.state.lock();
+            state.in_use -= 1;
+            state.size -= 1;
+            self.plan_creates(&mut state, 0)
+        };
+        self.start_creates(creates);
+        self.notify_if_drained();
+    }
+
+    /// How many creates to start now: one per waiter not yet covered, plus `for_idle`, within
+    /// `max_size` and `max_concurrent_creates`. Reserves their places in `size`.
+    fn plan_creates(&self, state: &mut State<R>, for_idle: usize) -> usize {
+        if state.closed {
+            return 0;
+        }
+        let wanted = (state.queue.len() + for_idle).saturating_sub(state.creating);
+        let room = self.settings.max_size - state.size;
+        let slots = self.settings.max_concurrent_creates.saturating_sub(state.creating);
+        let n = wanted.min(room).min(slots);
+        state.size += n;
+        state.creating += n;
+        n
+    }
+
+    fn start_creates(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            let pool = Arc::clone(self);
+            self.runtime.spawn(async move { pool.create_one().await });
+        }
+    }
+
+    /// Run `Resource::create` for a place already reserved in `size`, with its timeout and
+    /// panic guard. If this future is dropped before it finishes, the place is given back.
+    async fn run_create(self: &Arc<Self>) -> Result<R::Instance, Error> {
+        let mut reservation = Reservation {
+            pool: self,
+            armed: true,
+        };
+        let started = Instant::now();
+        let create = AssertUnwindSafe(self.resource.create(&self.config, &self.ctx)).catch_unwind();
+        let created = match tokio::time::timeout(self.settings.create_timeout, create).await {
+            Ok(Ok(Ok(instance))) => Ok(instance),
+            Ok(Ok(Err(err))) => Err(err),
+            Ok(Err(panic)) => Err(Error::panicked(ErrorKind::Create, "create", &*panic)),
+            Err(_) => Err(Error::timeout(
+                TimeoutPhase::Create,
+                self.settings.create_timeout,
+                None,
+                None,
+            )),
+        };
+        reservation.armed = false;
+        if created.is_ok() {
+            self.metrics.created(started.elapsed());
+        }
+        created.map_err(|err| self.error(err))
+    }
+
+    /// The body of a create task: create, then deliver the instance or the error.
+    async fn create_one(self: Arc<Self>) {
+        match self.run_create().await {
+            Ok(instance) => self.deliver_new(instance),
+            Err(err) => {
+                self.create_failed(err);
+            }
+        }
+    }
+
+    fn deliver_new(self: &Arc<Self>, instance: R::Instance) {
+        let now = Instant::now();
+        let slot = Slot {
+            instance,
+            expires_at: self.settings.max_lifetime.map(|lifetime| now + jittered(lifetime)),
+            idle_since: now,
+        };
+        let mut state = self.state.lock();
+        state.creating -= 1;
+        state.created += 1;
+        if state.closed {
+            state.releasing += 1;
+            drop(state);
+            self.destroy(slot.instance);
+            return;
+        }
+        let waker = state.hand_off(slot);
+        let creates = self.plan_creates(&mut state, 0);
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        self.start_creates(creates);
+        self.runtime.emit(Event::InstanceCreated(self.source.clone()));
+    }
+
+    /// Record a failed create and give the error to the first waiter; returns it when nobody
+    /// was waiting.
+    fn create_failed(self: &Arc<Self>, err: Error) -> Option<Error> {
+        tracing::warn!(resource = R::KEY, error = %err, "instance creation failed");
+        let message = err.to_string();
+        self.runtime.emit(Event::CreateFailed {
+            source: self.source.clone(),
+            error: message.clone(),
+        });
+        let mut state = self.state.lock();
+        state.creating -= 1;
+        state.size -= 1;
+        state.create_errors += 1;
+        state.last_create_error = Some(message);
+        let (waker, unclaimed) = if state.queue.is_empty() {
+            (None, Some(err))
+        } else {
+            (state.fail_first(err), None)
+        };
+        let creates = self.plan_creates(&mut state, 0);
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        self.start_creates(creates);
+        self.notify_if_drained();
+        unclaimed
+    }
+
+    /// Create `min_idle` instances one after another and wait for them, during `build()`.
+    pub(crate) async fn warm_up(self: &Arc<Self>) -> Result<(), Error> {
+        for _ in 0..self.settings.min_idle {
+            {
+                let mut state = self.state.lock();
+                state.size += 1;
+                state.creating += 1;
+            }
+            match self.run_create().await {
+                Ok(instance) => self.deliver_new(instance),
+                Err(err) => {
+                    let last = err.to_string();
+                    return Err(self
+                        .create_failed(err)
+                        .unwrap_or_else(|| self.error(Error::create(last))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Background pass: retire expired and surplus idle instances, refill `min_idle`, report
+    /// leaks.
+    pub(crate) fn maintain(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut retired = Vec::new();
+        let creates = {
+            let mut state = self.state.lock();
+            if state.closed {
+                return;
+            }
+            let mut surplus = state.size.saturating_sub(self.settings.min_idle);
+            let idle_timeout = self.settings.idle_timeout;
+            let mut kept = VecDeque::with_capacity(state.idle.len());
+            // Oldest first: the front of the idle store was returned earliest.
+            while let Some(slot) = state.idle.pop_front() {
+                let idle_too_long = idle_timeout
+                    .is_some_and(|limit| now.saturating_duration_since(slot.idle_since) >= limit);
+                if slot.expired(now) || (idle_too_long && surplus > 0) {
+                    surplus = surplus.saturating_sub(1);
+                    retired.push(slot);
+                } else {
+                    kept.push_back(slot);
+                }
+            }
+            state.idle = kept;
+            state.releasing += retired.len();
+            let missing = self
+                .settings
+                .min_idle
+                .saturating_sub(state.idle.len() + state.creating);
+            self.plan_creates(&mut state, missing)
+        };
+        for slot in retired {
+            self.destroy(slot.instance);
+        }
+        self.start_creates(creates);
+        self.report_leaks(now);
+    }
+
+    fn report_leaks(&self, now: Instant) {
+        let (Some(leaks), Some(threshold)) = (&self.leaks, self.settings.leak_threshold) else {
+            return;
+        };
+        let mut found = Vec::new();
+        for (_, checkout) in leaks.lock().iter_mut() {
+            let held = now.saturating_duration_since(checkout.since);
+            if !checkout.reported && held >= threshold {
+                checkout.reported = true;
+                found.push(held);
+            }
+        }
+        for held in found {
+            tracing::warn!(resource = R::KEY, name = ?self.source.name, held = ?held, "guard held past leak_threshold; possible leak");
+            self.runtime.emit(Event::LeakDetected {
+                source: self.source.clone(),
+                held,
+            });
+        }
+    }
+
+    /// Stop serving: fail every waiter, destroy idle instances; in-use ones are destroyed when
+    /// their guards drop.
+    pub(crate) fn close(self: &Arc<Self>) {
+        let mut wakers = Vec::new();
+        let idle = {
+            let mut state = self.state.lock();
+            if state.closed {
+                return;
+            }
+            state.closed = true;
+            while !state.queue.is_empty() {
+                if let Some(waker) = state.fail_first(self.error(Error::shutting_down())) {
+                    wakers.push(waker);
+                }
+            }
+            let idle: Vec<_> = state.idle.drain(..).collect();
+            state.releasing += idle.len();
+            idle
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+        for slot in idle {
+            self.destroy(slot.instance);
+        }
+        self.notify_if_drained();
+    }
+
+    /// Wait until every instance is destroyed, or `deadline`.
+    pub(crate) async fn drained(&self, deadline: Instant) -> Result<(), PoolStats> {
+        loop {
+            let notified = self.drained.notified();
+            let stats = self.stats();
+            if stats.size == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(self.stats());
+            }
+        }
+    }
+
+    fn notify_if_drained(&self) {
+        let state = self.state.lock();
+        if state.closed && state.size == 0 {
+            drop(state);
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+/// `lifetime` less a random 0–2.5 %, so instances created together do not expire together.
+fn jittered(lifetime: Duration) -> Duration {
+    let max_jitter = lifetime / 40;
+    if max_jitter.is_zero() {
+        return lifetime;
+    }
+    let jitter = rand::random_range(0..=max_jitter.as_nanos() as u64);
+    lifetime - Duration::from_nanos(jitter)
+}
+
+/// A waiter's place in the queue; dropping it unserved (timeout, cancellation) removes it, and
+/// passes on an instance that was handed to it in the meantime.
+struct Waiting<'a, R: Resource> {
+    pool: &'a Arc<Pool<R>>,
+    key: usize,
+    done: bool,
+}
+
+impl<R: Resource> Future for Waiting<'_, R> {
+    type Output = Result<Slot<R>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let key = self.key;
+        let mut state = self.pool.state.lock();
+        match &mut state.waiters[key] {
+            Waiter::Waiting(waker) => {
+                match waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Waiter::Served(_) => {
+                let Waiter::Served(served) = state.waiters.remove(key) else {
+                    unreachable!("matched Served above");
+                };
+                drop(state);
+                self.done = true;
+                Poll::Ready(served)
+            }
+        }
+    }
+}
+
+impl<R: Resource> Drop for Waiting<'_, R> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut state = self.pool.state.lock();
+        match state.waiters.remove(self.key) {
+            Waiter::Waiting(_) => {
+                if let Some(at) = state.queue.iter().position(|&k| k == self.key) {
+                    state.queue.remove(at);
+                }
+            }
+            Waiter::Served(Ok(slot)) => {
+                // Handed to us after we gave up: pass it on, as if released.
+                state.in_use -= 1;
+                if state.closed {
+                    state.releasing += 1;
+                    drop(state);
+                    self.pool.destroy(slot.instance);
+                    return;
+                }
+                let waker = state.hand_off(slot);
+                drop(state);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+            Waiter::Served(Err(_)) => {}
+        }
+    }
+}
+
+/// An instance under `check` during acquire; dropped without `take`, it is discarded.
+struct Checking<'a, R: Resource> {
+    pool: &'a Arc<Pool<R>>,
+    slot: Option<Slot<R>>,
+}
+
+impl<R: Resource> Drop for Checking<'_, R> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.discard(slot);
+        }
+    }
+}
+
+/// A reserved place for an instance being created; dropped armed (the create task was dropped
+/// by a dying runtime, or the build future was cancelled), it gives the place back.
+struct Reservation<'a, R: Resource> {
+    pool: &'a Arc<Pool<R>>,
+    armed: bool,
+}
+
+impl<R: Resource> Drop for Reservation<'_, R> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = self.pool.state.lock();
+            state.creating -= 1;
+            state.size -= 1;
+            drop(state);
+            self.pool.notify_if_drained();
+        }
+    }
+}
+
+/// Settles the count of an instance whose life ended on the release worker: however the job
+/// ends (done, timed out, panicked, dropped), `size` goes down exactly once.
+struct Settle<R: Resource> {
+    pool: Arc<Pool<R>>,
+    counted: Counted,
+}
+
+impl<R: Resource> Drop for Settle<R> {
+    fn drop(&mut self) {
+        let creates = {
+            let mut state = self.pool.state.lock();
+            match self.counted {
+                Counted::InUse => state.in_use -= 1,
+                Counted::Releasing => state.releasing -= 1,
+            }
+            state.size -= 1;
+            state.destroyed += 1;
+            self.pool.plan_creates(&mut state, 0)
+        };
+        self.pool.metrics.destroyed();
+        self.pool.runtime.emit(Event::InstanceDestroyed(self.pool.source.clone()));
+        self.pool.start_creates(creates);
+        self.pool.notify_if_drained();
+    }
+}

@@ -1,0 +1,82 @@
+//! [`Status`]: what `ResourceManager::status` reports.
+
+use std::sync::Arc;
+
+use crate::pool::PoolStats;
+use crate::resource::Topology;
+
+/// Where a registration is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum Phase {
+    /// Registered; not yet initialized.
+    Pending = 0,
+    /// Being initialized by `build()`.
+    Initializing = 1,
+    /// Serving acquires.
+    Ready = 2,
+    /// Initialization failed.
+    Failed = 3,
+    /// Shutting down: no new acquires, waiting for guards in use.
+    Draining = 4,
+    /// Every instance destroyed.
+    Stopped = 5,
+}
+
+impl Phase {
+    pub(crate) fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Self::Pending,
+            1 => Self::Initializing,
+            2 => Self::Ready,
+            3 => Self::Failed,
+            4 => Self::Draining,
+            _ => Self::Stopped,
+        }
+    }
+}
+
+/// One registration in a [`Status`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ResourceStatus {
+    /// The resource's `KEY`.
+    pub key: &'static str,
+    /// The registration name, for `register_named`.
+    pub name: Option<Arc<str>>,
+    /// Pooled or resident.
+    pub topology: Topology,
+    /// Where it is in its life.
+    pub phase: Phase,
+    /// The keys (and names) of the registrations it depends on.
+    pub dependencies: Vec<String>,
+    /// The pool's counts now.
+    pub pool: PoolStats,
+}
+
+/// A snapshot of every registration of a manager, in initialization order.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Status {
+    /// One entry per registration.
+    pub resources: Vec<ResourceStatus>,
+    /// Whether `shutdown` has begun.
+    pub shutting_down: bool,
+}
+
+impl Status {
+    /// The entry for the unnamed registration with `key`.
+    pub fn resource(&self, key: &str) -> Option<&ResourceStatus> {
+        self.resources
+            .iter()
+            .find(|r| r.key == key && r.name.is_none())
+    }
+
+    /// The entry for the registration with `key` and `name`.
+    pub fn named(&self, key: &str, name: &str) -> Option<&ResourceStatus> {
+        self.resources
+            .iter()
+            .find(|r| r.key == key && r.name.as_deref() == Some(name))
+    }
+}
