@@ -96,7 +96,8 @@ impl PoolConfig {
         self
     }
 
-    /// Longest one `Resource::recycle` or `Resource::destroy` may run. Defaults to 5 s.
+    /// Longest one `Resource::recycle`, `Resource::check` or `Resource::destroy` may run.
+    /// Defaults to 5 s.
     #[must_use]
     pub fn recycle_timeout(mut self, timeout: Duration) -> Self {
         self.recycle_timeout = timeout;

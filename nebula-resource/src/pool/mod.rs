@@ -283,7 +283,10 @@ impl<R: Resource> Pool<R> {
             key,
             done: false,
         };
-        match tokio::time::timeout_at(deadline, waiting).await {
+        // Pinned here, not moved into the timeout, so that on timeout it is still queued when
+        // the stats are taken: the error counts this acquire among the waiters.
+        let mut waiting = std::pin::pin!(waiting);
+        match tokio::time::timeout_at(deadline, waiting.as_mut()).await {
             Ok(served) => {
                 self.metrics.waited(started.elapsed());
                 served.map_err(|e| self.error(e))
@@ -333,12 +336,13 @@ impl<R: Resource> Pool<R> {
             pool: self,
             slot: Some(slot),
         };
+        let bound = deadline.min(now + self.settings.recycle_timeout);
         let check = {
             let Some(slot) = checking.slot.as_mut() else {
                 return Ok(None);
             };
             let check = AssertUnwindSafe(self.resource.check(&mut slot.instance)).catch_unwind();
-            tokio::time::timeout_at(deadline, check).await
+            tokio::time::timeout_at(bound, check).await
         };
         match check {
             Ok(Ok(Ok(()))) => Ok(checking.slot.take()),
@@ -351,12 +355,19 @@ impl<R: Resource> Pool<R> {
                 tracing::warn!(resource = R::KEY, error = %err, "check panicked; instance discarded");
                 Ok(None)
             }
-            Err(_) => Err(self.error(Error::timeout(
-                TimeoutPhase::Check,
-                now.elapsed(),
-                Some(self.stats()),
-                None,
-            ))),
+            Err(_) if bound < deadline => {
+                tracing::debug!(resource = R::KEY, "check timed out; instance discarded");
+                Ok(None)
+            }
+            Err(_) => {
+                drop(checking);
+                Err(self.error(Error::timeout(
+                    TimeoutPhase::Check,
+                    now.elapsed(),
+                    Some(self.stats()),
+                    None,
+                )))
+            }
         }
     }
 

@@ -1,0 +1,181 @@
+//! A programmable test resource: every hook's outcome is set by the test, and every instance
+//! counts itself alive until it is dropped, so tests can assert that none is lost.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nebula_resource::{Config, CreateContext, Error, Resource};
+use parking_lot::Mutex;
+
+/// What a hook does when called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Err,
+    /// Succeeds after `SLOW`.
+    Slow,
+    /// Never completes.
+    Never,
+    Panic,
+}
+
+pub const SLOW: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+pub struct Probe {
+    pub create: Mutex<Option<Outcome>>,
+    pub check: Mutex<Option<Outcome>>,
+    pub recycle: Mutex<Option<Outcome>>,
+    pub destroy: Mutex<Option<Outcome>>,
+    /// Instances that exist (created and not yet dropped).
+    pub alive: AtomicUsize,
+    pub max_alive: AtomicUsize,
+    pub created: AtomicUsize,
+    pub create_calls: AtomicUsize,
+    pub check_calls: AtomicUsize,
+    pub recycle_calls: AtomicUsize,
+    pub destroy_calls: AtomicUsize,
+    pub next_id: AtomicU64,
+}
+
+impl Probe {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn set(&self, hook: Hook, outcome: Outcome) {
+        *self.slot(hook).lock() = Some(outcome);
+    }
+
+    fn slot(&self, hook: Hook) -> &Mutex<Option<Outcome>> {
+        match hook {
+            Hook::Create => &self.create,
+            Hook::Check => &self.check,
+            Hook::Recycle => &self.recycle,
+            Hook::Destroy => &self.destroy,
+        }
+    }
+
+    fn outcome(&self, hook: Hook) -> Outcome {
+        self.slot(hook).lock().unwrap_or(Outcome::Ok)
+    }
+
+    pub fn alive(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Create,
+    Check,
+    Recycle,
+    Destroy,
+}
+
+async fn run(outcome: Outcome, what: &str) -> Result<(), Error> {
+    match outcome {
+        Outcome::Ok => Ok(()),
+        Outcome::Err => Err(Error::create(format!("{what} failed on purpose"))),
+        Outcome::Slow => {
+            tokio::time::sleep(SLOW).await;
+            Ok(())
+        }
+        Outcome::Never => std::future::pending().await,
+        Outcome::Panic => panic!("{what} panicked on purpose"),
+    }
+}
+
+/// One instance. It counts itself in `alive` until dropped; `busy` catches double hand-out.
+pub struct Conn {
+    pub id: u64,
+    pub broken: Arc<AtomicBool>,
+    pub busy: AtomicBool,
+    probe: Arc<Probe>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.probe.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct TestConfig {
+    pub label: String,
+}
+
+impl Config for TestConfig {
+    fn validate(&self) -> Result<(), Error> {
+        if self.label.contains(' ') {
+            return Err(Error::config("label", "must not contain spaces"));
+        }
+        Ok(())
+    }
+}
+
+pub struct TestResource {
+    pub probe: Arc<Probe>,
+}
+
+impl TestResource {
+    pub fn new(probe: &Arc<Probe>) -> Self {
+        Self {
+            probe: Arc::clone(probe),
+        }
+    }
+}
+
+impl Resource for TestResource {
+    type Config = TestConfig;
+    type Instance = Conn;
+    const KEY: &'static str = "test";
+
+    async fn create(&self, _config: &TestConfig, _ctx: &CreateContext) -> Result<Conn, Error> {
+        self.probe.create_calls.fetch_add(1, Ordering::SeqCst);
+        run(self.probe.outcome(Hook::Create), "create").await?;
+        let alive = self.probe.alive.fetch_add(1, Ordering::SeqCst) + 1;
+        self.probe.max_alive.fetch_max(alive, Ordering::SeqCst);
+        self.probe.created.fetch_add(1, Ordering::SeqCst);
+        Ok(Conn {
+            id: self.probe.next_id.fetch_add(1, Ordering::SeqCst),
+            broken: Arc::new(AtomicBool::new(false)),
+            busy: AtomicBool::new(false),
+            probe: Arc::clone(&self.probe),
+        })
+    }
+
+    async fn check(&self, _conn: &mut Conn) -> Result<(), Error> {
+        self.probe.check_calls.fetch_add(1, Ordering::SeqCst);
+        run(self.probe.outcome(Hook::Check), "check").await
+    }
+
+    fn is_broken(&self, conn: &Conn) -> bool {
+        conn.broken.load(Ordering::SeqCst)
+    }
+
+    async fn recycle(&self, _conn: &mut Conn) -> Result<(), Error> {
+        self.probe.recycle_calls.fetch_add(1, Ordering::SeqCst);
+        run(self.probe.outcome(Hook::Recycle), "recycle").await
+    }
+
+    async fn destroy(&self, conn: Conn) {
+        self.probe.destroy_calls.fetch_add(1, Ordering::SeqCst);
+        let outcome = self.probe.outcome(Hook::Destroy);
+        let _ = run(outcome, "destroy").await;
+        drop(conn);
+    }
+}
+
+/// Let spawned tasks and the release worker run (paused time auto-advances while idle).
+pub async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
