@@ -131,7 +131,11 @@ async fn shutdown_deadline_names_what_is_still_in_use() {
     let err = manager.shutdown(Duration::from_secs(3)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Shutdown));
-    assert!(err.to_string().contains("still in use at the deadline: test (1 in use)"), "{err}");
+    assert_eq!(err.waited(), Some(Duration::from_secs(3)));
+    assert!(
+        err.to_string().contains("still in use at the deadline: test (1 in use, 1 not yet destroyed)"),
+        "{err}"
+    );
     // The late guard is destroyed when it drops, not returned.
     drop(held);
     settle().await;

@@ -92,6 +92,7 @@ impl ManagerInner {
 
     /// Close and drain every registration, dependents before their dependencies.
     async fn stop(&self, deadline: Instant) -> Result<(), Error> {
+        let started = Instant::now();
         self.runtime.begin_shutdown();
         self.maintenance.notify_one();
         let mut stuck = Vec::new();
@@ -113,10 +114,15 @@ impl ManagerInner {
         };
         let names: Vec<String> = stuck
             .iter()
-            .map(|(i, stats)| format!("{} ({} in use)", self.nodes[*i].label, stats.in_use))
+            .map(|(i, stats)| {
+                format!(
+                    "{} ({} in use, {} not yet destroyed)",
+                    self.nodes[*i].label, stats.in_use, stats.size
+                )
+            })
             .collect();
         let node = &self.nodes[first].erased;
-        Err(Error::timeout(TimeoutPhase::Shutdown, deadline.elapsed(), Some(stats), None)
+        Err(Error::timeout(TimeoutPhase::Shutdown, started.elapsed(), Some(stats), None)
             .in_resource(node.key(), node.name())
             .with_note(format!("still in use at the deadline: {}", names.join(", "))))
     }
