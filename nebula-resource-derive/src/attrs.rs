@@ -214,7 +214,9 @@ pub(crate) fn parse_field(attrs: &[Attribute]) -> syn::Result<FieldAttrs> {
         Some("validate") => function(&mut out.validate, &meta),
         Some("crate") => Err(syn::Error::new_spanned(
             &meta.path,
-            format!("`crate` is a struct attribute; on a field, `#[config(...)]` accepts {FIELD_KEYS}"),
+            format!(
+                "`crate` is a struct attribute; on a field, `#[config(...)]` accepts {FIELD_KEYS}"
+            ),
         )),
         _ => Err(syn::Error::new_spanned(
             &meta.path,

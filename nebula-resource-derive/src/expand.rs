@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{
     Data, DeriveInput, Fields, GenericArgument, LitStr, PathArguments, Type, WherePredicate,
     parse_quote,

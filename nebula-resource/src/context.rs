@@ -237,8 +237,21 @@ mod tests {
 
     #[test]
     fn tenant_ids_are_validated() {
-        assert_eq!(TenantId::new("acme-01.eu_west").unwrap().as_str(), "acme-01.eu_west");
-        for bad in ["", "a;b", "a b", "a\nb", "x'y", "a/b", "a@b", "a=b", &"x".repeat(129)] {
+        assert_eq!(
+            TenantId::new("acme-01.eu_west").unwrap().as_str(),
+            "acme-01.eu_west"
+        );
+        for bad in [
+            "",
+            "a;b",
+            "a b",
+            "a\nb",
+            "x'y",
+            "a/b",
+            "a@b",
+            "a=b",
+            &"x".repeat(129),
+        ] {
             let err = TenantId::new(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::TenantRejected, "{bad:?}");
         }

@@ -221,7 +221,11 @@ impl Error {
         err
     }
 
-    pub(crate) fn panicked(kind: ErrorKind, hook: &str, payload: &(dyn std::any::Any + Send)) -> Self {
+    pub(crate) fn panicked(
+        kind: ErrorKind,
+        hook: &str,
+        payload: &(dyn std::any::Any + Send),
+    ) -> Self {
         let what = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -387,7 +391,8 @@ mod tests {
 
     #[test]
     fn config_error_names_resource_and_field() {
-        let err = Error::config("max_size", "must be at least 1 (got 0)").in_resource("db", Some("replica"));
+        let err = Error::config("max_size", "must be at least 1 (got 0)")
+            .in_resource("db", Some("replica"));
         assert_eq!(err.kind(), ErrorKind::Config);
         assert_eq!(err.field(), Some("max_size"));
         assert_eq!(
@@ -402,7 +407,10 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let err = Error::create(io).in_resource("db", None);
         assert!(err.is_retryable());
-        assert_eq!(err.to_string(), "resource `db`: create failed: connection refused");
+        assert_eq!(
+            err.to_string(),
+            "resource `db`: create failed: connection refused"
+        );
         assert!(std::error::Error::source(&err).is_some());
     }
 

@@ -48,7 +48,11 @@ impl<R: Resource> Guard<R> {
         }
     }
 
-    pub(crate) fn resident(resident: Arc<Resident<R>>, instance: R::Instance, generation: u64) -> Self {
+    pub(crate) fn resident(
+        resident: Arc<Resident<R>>,
+        instance: R::Instance,
+        generation: u64,
+    ) -> Self {
         Self {
             held: Some(Held::Resident {
                 resident,

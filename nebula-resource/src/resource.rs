@@ -78,7 +78,10 @@ pub trait Resource: Send + Sync + Sized + 'static {
     ///
     /// Called on acquire when the instance has been idle longer than `validate_after_idle`.
     /// An error (or panic) destroys the instance; the acquirer gets another one. Defaults to `Ok`.
-    fn check(&self, instance: &mut Self::Instance) -> impl Future<Output = Result<(), Error>> + Send {
+    fn check(
+        &self,
+        instance: &mut Self::Instance,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
         let _ = instance;
         async { Ok(()) }
     }
@@ -96,7 +99,10 @@ pub trait Resource: Send + Sync + Sized + 'static {
     /// Called when a guard is dropped. The future is polled once in place; if it does not finish
     /// at once it is moved to the manager's release worker and finished there, bounded by
     /// `recycle_timeout`. An error (or panic, or timeout) destroys the instance. Defaults to `Ok`.
-    fn recycle(&self, instance: &mut Self::Instance) -> impl Future<Output = Result<(), Error>> + Send {
+    fn recycle(
+        &self,
+        instance: &mut Self::Instance,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
         let _ = instance;
         async { Ok(()) }
     }

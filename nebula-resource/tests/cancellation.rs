@@ -8,31 +8,58 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Hook, Outcome, Probe, SLOW, TestConfig, TestResource, settle};
-use nebula_resource::{ErrorKind, PoolConfig, PoolStats, Policy, ResourceManager, TimeoutPhase};
+use nebula_resource::{ErrorKind, Policy, PoolConfig, PoolStats, ResourceManager, TimeoutPhase};
 
 const HOOKS: [Hook; 4] = [Hook::Create, Hook::Check, Hook::Recycle, Hook::Destroy];
-const OUTCOMES: [Outcome; 5] = [Outcome::Ok, Outcome::Err, Outcome::Slow, Outcome::Never, Outcome::Panic];
+const OUTCOMES: [Outcome; 5] = [
+    Outcome::Ok,
+    Outcome::Err,
+    Outcome::Slow,
+    Outcome::Never,
+    Outcome::Panic,
+];
 
 fn stats(manager: &ResourceManager) -> PoolStats {
     manager.handle::<TestResource>().unwrap().stats()
 }
 
 fn assert_consistent(s: &PoolStats, label: &str) {
-    assert_eq!(s.size, s.idle + s.in_use + s.creating + s.releasing, "{label}: {s:?}");
+    assert_eq!(
+        s.size,
+        s.idle + s.in_use + s.creating + s.releasing,
+        "{label}: {s:?}"
+    );
     assert!(s.size <= s.max_size, "{label}: {s:?}");
 }
 
 /// What an acquire must return when `hook` behaves as `outcome`.
-fn expect_acquire(hook: Hook, outcome: Outcome, result: &Result<u64, nebula_resource::Error>, label: &str) {
+fn expect_acquire(
+    hook: Hook,
+    outcome: Outcome,
+    result: &Result<u64, nebula_resource::Error>,
+    label: &str,
+) {
     match (hook, outcome) {
         (Hook::Create, Outcome::Err | Outcome::Panic) => {
-            assert_eq!(result.as_ref().unwrap_err().kind(), ErrorKind::Create, "{label}");
+            assert_eq!(
+                result.as_ref().unwrap_err().kind(),
+                ErrorKind::Create,
+                "{label}"
+            );
         }
         (Hook::Create, Outcome::Never) => {
             let err = result.as_ref().unwrap_err();
-            assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Create), "{label}: {err}");
+            assert_eq!(
+                err.timeout_phase(),
+                Some(TimeoutPhase::Create),
+                "{label}: {err}"
+            );
         }
-        _ => assert!(result.is_ok(), "{label}: {result:?}", result = result.as_ref().map_err(|e| e.to_string())),
+        _ => assert!(
+            result.is_ok(),
+            "{label}: {result:?}",
+            result = result.as_ref().map_err(|e| e.to_string())
+        ),
     }
 }
 
@@ -61,7 +88,10 @@ async fn scenario(hook: Hook, outcome: Outcome) {
     // 1. An acquire cancelled while its instance is being created.
     let cancelled = tokio::time::timeout(SLOW / 5, manager.acquire::<TestResource>()).await;
     if (hook, outcome) == (Hook::Create, Outcome::Slow) {
-        assert!(cancelled.is_err(), "{label}: create is slower than the cancel");
+        assert!(
+            cancelled.is_err(),
+            "{label}: create is slower than the cancel"
+        );
         tokio::time::sleep(SLOW).await;
         settle().await;
         // The create went on in its own task; its instance was kept, not abandoned.
@@ -94,10 +124,22 @@ async fn scenario(hook: Hook, outcome: Outcome) {
     settle().await;
     let s = stats(&manager);
     assert_consistent(&s, &label);
-    assert_eq!((s.in_use, s.waiters, s.creating, s.releasing), (0, 0, 0, 0), "{label}: {s:?}");
-    assert_eq!(s.created as usize, probe.created.load(Ordering::SeqCst), "{label}: {s:?}");
+    assert_eq!(
+        (s.in_use, s.waiters, s.creating, s.releasing),
+        (0, 0, 0, 0),
+        "{label}: {s:?}"
+    );
+    assert_eq!(
+        s.created as usize,
+        probe.created.load(Ordering::SeqCst),
+        "{label}: {s:?}"
+    );
     assert_eq!(s.created - s.destroyed, s.size as u64, "{label}: {s:?}");
-    assert_eq!(probe.alive(), s.size, "{label}: every instance alive is in the pool");
+    assert_eq!(
+        probe.alive(),
+        s.size,
+        "{label}: every instance alive is in the pool"
+    );
     assert!(probe.max_alive.load(Ordering::SeqCst) <= 2, "{label}");
 
     manager.shutdown(Duration::from_secs(2)).await.unwrap();

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{Hook, Outcome, Probe, TestConfig, TestResource};
 use nebula_resource::{
-    Config, CreateContext, Dependencies, Error, ErrorKind, Phase, PoolConfig, Policy, Resource, ResourceManager,
+    Config, CreateContext, Dependencies, Error, ErrorKind, Phase, Policy, PoolConfig, Resource,
+    ResourceManager,
 };
 use parking_lot::Mutex;
 use tokio::sync::Barrier;
@@ -66,7 +67,11 @@ fn warm() -> Policy {
     Policy::default().pool(PoolConfig::default().min_idle(1).max_size(2))
 }
 
-fn step<const N: usize>(log: &Arc<Mutex<Vec<&'static str>>>, barrier: &Arc<Barrier>, fail: bool) -> Step<N> {
+fn step<const N: usize>(
+    log: &Arc<Mutex<Vec<&'static str>>>,
+    barrier: &Arc<Barrier>,
+    fail: bool,
+) -> Step<N> {
     Step {
         log: Arc::clone(log),
         barrier: Arc::clone(barrier),
@@ -97,7 +102,10 @@ async fn diamond_initializes_in_layers_with_concurrent_siblings() {
     assert_eq!(keys[0], "base");
     assert_eq!(keys[3], "top");
     assert!(status.resources.iter().all(|r| r.phase == Phase::Ready));
-    assert_eq!(status.resource("top").unwrap().dependencies, vec!["left", "right"]);
+    assert_eq!(
+        status.resource("top").unwrap().dependencies,
+        vec!["left", "right"]
+    );
 
     assert_eq!(*manager.acquire::<Step<3>>().await.unwrap(), 3);
     manager.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -139,7 +147,10 @@ async fn cycle_is_rejected_with_the_whole_cycle_before_anything_is_created() {
         "gamma -> alpha -> beta -> gamma",
     ];
     assert!(cycles.iter().any(|c| text.contains(c)), "{text}");
-    assert_eq!(probe.create_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        probe.create_calls.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 struct NeedsMissing;
@@ -148,7 +159,9 @@ impl Resource for NeedsMissing {
     type Instance = ();
     const KEY: &'static str = "user_store";
     fn dependencies() -> Dependencies {
-        Dependencies::none().on::<TestResource>().on_named::<Cyc<0>>("replica")
+        Dependencies::none()
+            .on::<TestResource>()
+            .on_named::<Cyc<0>>("replica")
     }
     async fn create(&self, _: &StepConfig, _: &CreateContext) -> Result<(), Error> {
         Ok(())
@@ -165,7 +178,10 @@ async fn missing_dependency_names_both_sides() {
     assert_eq!(err.kind(), ErrorKind::MissingDependency);
     assert_eq!(err.resource_key(), Some("user_store"));
     let text = err.to_string();
-    assert!(text.contains("`user_store`") && text.contains("`test`"), "{text}");
+    assert!(
+        text.contains("`user_store`") && text.contains("`test`"),
+        "{text}"
+    );
 
     // The unnamed registration does not satisfy a dependency on a named one.
     let probe = Probe::new();
@@ -190,7 +206,10 @@ async fn duplicate_registration_is_rejected_but_named_ones_coexist() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Duplicate);
-    assert!(err.to_string().contains("`test` is registered twice"), "{err}");
+    assert!(
+        err.to_string().contains("`test` is registered twice"),
+        "{err}"
+    );
 
     let manager = ResourceManager::builder()
         .register(TestResource::new(&probe), TestConfig::default())
@@ -199,9 +218,15 @@ async fn duplicate_registration_is_rejected_but_named_ones_coexist() {
         .await
         .unwrap();
     let primary = manager.acquire::<TestResource>().await.unwrap();
-    let replica = manager.acquire_named::<TestResource>("replica").await.unwrap();
+    let replica = manager
+        .acquire_named::<TestResource>("replica")
+        .await
+        .unwrap();
     assert_ne!(primary.id, replica.id);
-    let err = manager.acquire_named::<TestResource>("nope").await.unwrap_err();
+    let err = manager
+        .acquire_named::<TestResource>("nope")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotRegistered);
     assert!(err.to_string().contains("named `nope`"), "{err}");
     let err = manager.acquire::<Cyc<0>>().await.unwrap_err();
@@ -243,8 +268,15 @@ async fn config_and_policy_errors_name_resource_and_field() {
         .await
         .unwrap_err();
     assert_eq!(err.field(), Some("pool.max_size"));
-    assert!(err.to_string().starts_with("resource `test`: invalid configuration in field `pool.max_size`"), "{err}");
-    assert_eq!(probe.create_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        err.to_string()
+            .starts_with("resource `test`: invalid configuration in field `pool.max_size`"),
+        "{err}"
+    );
+    assert_eq!(
+        probe.create_calls.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[tokio::test]
@@ -290,7 +322,11 @@ async fn panicking_config_validation_is_a_config_error() {
             Ok(())
         }
     }
-    let err = ResourceManager::builder().register(Res, Explodes).build().await.unwrap_err();
+    let err = ResourceManager::builder()
+        .register(Res, Explodes)
+        .build()
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("validate exploded"), "{err}");
     let _ = Hook::Create;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Hook, Outcome, Probe, TestConfig, TestResource, settle};
-use nebula_resource::{PoolConfig, Policy, ResourceManager};
+use nebula_resource::{Policy, PoolConfig, ResourceManager};
 
 async fn manager(probe: &std::sync::Arc<Probe>, max: usize) -> ResourceManager {
     ResourceManager::builder()
@@ -89,7 +89,10 @@ async fn hold_duration_measures_the_checkout() {
     let guard = manager.acquire::<TestResource>().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let held = guard.hold_duration();
-    assert!(held >= Duration::from_millis(1500) && held < Duration::from_millis(1600), "{held:?}");
+    assert!(
+        held >= Duration::from_millis(1500) && held < Duration::from_millis(1600),
+        "{held:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,11 +7,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Hook, Outcome, Probe, TestConfig, TestResource, settle};
-use nebula_resource::{Event, PoolConfig, Policy, ResourceManager};
+use nebula_resource::{Event, Policy, PoolConfig, ResourceManager};
 
 async fn manager(probe: &std::sync::Arc<Probe>, pool: PoolConfig) -> ResourceManager {
     ResourceManager::builder()
-        .register_with(TestResource::new(probe), TestConfig::default(), Policy::default().pool(pool))
+        .register_with(
+            TestResource::new(probe),
+            TestConfig::default(),
+            Policy::default().pool(pool),
+        )
         .build()
         .await
         .unwrap()
@@ -42,7 +46,11 @@ async fn idle_timeout_retires_surplus_but_keeps_min_idle() {
 
     tokio::time::sleep(Duration::from_secs(9)).await;
     settle().await;
-    assert_eq!(manager.handle::<TestResource>().unwrap().stats().size, 5, "not yet idle long enough");
+    assert_eq!(
+        manager.handle::<TestResource>().unwrap().stats().size,
+        5,
+        "not yet idle long enough"
+    );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     settle().await;
@@ -69,7 +77,10 @@ async fn max_lifetime_retires_instances_with_jitter_and_min_idle_refills() {
     // Jitter takes up to 2.5 % off: nothing expires before 97.5 s.
     tokio::time::sleep(Duration::from_millis(97_400)).await;
     settle().await;
-    assert_eq!(manager.handle::<TestResource>().unwrap().stats().destroyed, 0);
+    assert_eq!(
+        manager.handle::<TestResource>().unwrap().stats().destroyed,
+        0
+    );
     // Everything has expired by 100 s, and min_idle refilled the pool.
     tokio::time::sleep(Duration::from_millis(2_800)).await;
     settle().await;
@@ -110,11 +121,19 @@ async fn validate_after_idle_checks_only_instances_idle_long_enough() {
     drop(manager.acquire::<TestResource>().await.unwrap());
     tokio::time::sleep(Duration::from_millis(400)).await;
     drop(manager.acquire::<TestResource>().await.unwrap());
-    assert_eq!(probe.check_calls.load(Ordering::SeqCst), 0, "idle 400 ms: no check");
+    assert_eq!(
+        probe.check_calls.load(Ordering::SeqCst),
+        0,
+        "idle 400 ms: no check"
+    );
 
     tokio::time::sleep(Duration::from_millis(600)).await;
     let guard = manager.acquire::<TestResource>().await.unwrap();
-    assert_eq!(probe.check_calls.load(Ordering::SeqCst), 1, "idle 600 ms: checked");
+    assert_eq!(
+        probe.check_calls.load(Ordering::SeqCst),
+        1,
+        "idle 600 ms: checked"
+    );
     let id = guard.id;
     drop(guard);
 
@@ -150,8 +169,15 @@ async fn guard_held_past_leak_threshold_is_reported_with_key_and_hold_time() {
             leaks.push((source.key, held));
         }
     }
-    assert_eq!(leaks.len(), 1, "reported once, for the guard still held: {leaks:?}");
+    assert_eq!(
+        leaks.len(),
+        1,
+        "reported once, for the guard still held: {leaks:?}"
+    );
     assert_eq!(leaks[0].0, "test");
-    assert!(leaks[0].1 >= Duration::from_secs(5) && leaks[0].1 <= Duration::from_secs(7), "{leaks:?}");
+    assert!(
+        leaks[0].1 >= Duration::from_secs(5) && leaks[0].1 <= Duration::from_secs(7),
+        "{leaks:?}"
+    );
     drop(guard);
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nebula_resource::{Config, CreateContext, Error, ErrorKind, Resource, ResourceManager, Topology};
+use nebula_resource::{
+    Config, CreateContext, Error, ErrorKind, Resource, ResourceManager, Topology,
+};
 
 #[derive(Clone, Default)]
 struct NoConfig;
@@ -48,7 +50,12 @@ impl Resource for Shared {
 async fn one_instance_serves_many_concurrent_acquirers() {
     let creates = Arc::new(AtomicUsize::new(0));
     let manager = ResourceManager::builder()
-        .register(Shared { creates: Arc::clone(&creates) }, NoConfig)
+        .register(
+            Shared {
+                creates: Arc::clone(&creates),
+            },
+            NoConfig,
+        )
         .build()
         .await
         .unwrap();
@@ -90,7 +97,12 @@ async fn one_instance_serves_many_concurrent_acquirers() {
 async fn tainting_a_resident_handle_replaces_the_instance() {
     let creates = Arc::new(AtomicUsize::new(0));
     let manager = ResourceManager::builder()
-        .register(Shared { creates: Arc::clone(&creates) }, NoConfig)
+        .register(
+            Shared {
+                creates: Arc::clone(&creates),
+            },
+            NoConfig,
+        )
         .build()
         .await
         .unwrap();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{Probe, TestConfig, TestResource, settle};
 use nebula_resource::{
-    Config, CreateContext, Dependencies, Error, ErrorKind, Event, Phase, PoolConfig, Policy, Resource,
-    ResourceManager, TimeoutPhase,
+    Config, CreateContext, Dependencies, Error, ErrorKind, Event, Phase, Policy, PoolConfig,
+    Resource, ResourceManager, TimeoutPhase,
 };
 use parking_lot::Mutex;
 
@@ -42,7 +42,12 @@ async fn shutdown_drains_dependents_before_dependencies() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let manager = ResourceManager::builder()
         .register(TestResource::new(&probe), TestConfig::default())
-        .register(Dependent { log: Arc::clone(&log) }, NoConfig)
+        .register(
+            Dependent {
+                log: Arc::clone(&log),
+            },
+            NoConfig,
+        )
         .build()
         .await
         .unwrap();
@@ -59,8 +64,15 @@ async fn shutdown_drains_dependents_before_dependencies() {
     let err = manager.acquire::<TestResource>().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ShuttingDown);
     assert!(manager.status().shutting_down);
-    assert_eq!(manager.status().resource("dependent").unwrap().phase, Phase::Draining);
-    assert_eq!(manager.status().resource("test").unwrap().phase, Phase::Ready, "waits for its dependents");
+    assert_eq!(
+        manager.status().resource("dependent").unwrap().phase,
+        Phase::Draining
+    );
+    assert_eq!(
+        manager.status().resource("test").unwrap().phase,
+        Phase::Ready,
+        "waits for its dependents"
+    );
     assert_eq!(probe.alive(), 1);
 
     // The base resource's guard is released first, but it is not destroyed before the dependent.
@@ -74,18 +86,35 @@ async fn shutdown_drains_dependents_before_dependencies() {
     shutting.await.unwrap().unwrap();
     assert_eq!(log.lock().as_slice(), ["dependent destroyed"]);
     assert_eq!(probe.alive(), 0);
-    assert!(manager.status().resources.iter().all(|r| r.phase == Phase::Stopped));
+    assert!(
+        manager
+            .status()
+            .resources
+            .iter()
+            .all(|r| r.phase == Phase::Stopped)
+    );
     let mut seen = Vec::new();
     while let Ok(event) = events.try_recv() {
         seen.push(format!("{event:?}"));
     }
-    let at = |needle: &str| seen.iter().position(|e| e.contains(needle)).unwrap_or_else(|| panic!("{needle}: {seen:?}"));
-    assert!(at("ShutdownStarted") < at("InstanceDestroyed(Source { key: \"dependent\""), "{seen:?}");
+    let at = |needle: &str| {
+        seen.iter()
+            .position(|e| e.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}: {seen:?}"))
+    };
     assert!(
-        at("InstanceDestroyed(Source { key: \"dependent\"") < at("InstanceDestroyed(Source { key: \"test\""),
+        at("ShutdownStarted") < at("InstanceDestroyed(Source { key: \"dependent\""),
         "{seen:?}"
     );
-    assert!(seen.last().unwrap().starts_with("ShutdownCompleted"), "{seen:?}");
+    assert!(
+        at("InstanceDestroyed(Source { key: \"dependent\"")
+            < at("InstanceDestroyed(Source { key: \"test\""),
+        "{seen:?}"
+    );
+    assert!(
+        seen.last().unwrap().starts_with("ShutdownCompleted"),
+        "{seen:?}"
+    );
     // Calling it again is harmless.
     manager.shutdown(Duration::from_secs(1)).await.unwrap();
 }
@@ -133,7 +162,8 @@ async fn shutdown_deadline_names_what_is_still_in_use() {
     assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Shutdown));
     assert_eq!(err.waited(), Some(Duration::from_secs(3)));
     assert!(
-        err.to_string().contains("still in use at the deadline: test (1 in use, 1 not yet destroyed)"),
+        err.to_string()
+            .contains("still in use at the deadline: test (1 in use, 1 not yet destroyed)"),
         "{err}"
     );
     // The late guard is destroyed when it drops, not returned.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Probe, TestConfig, TestResource};
-use nebula_resource::{PoolConfig, Policy, ResourceManager};
+use nebula_resource::{Policy, PoolConfig, ResourceManager};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -18,7 +18,10 @@ const TASKS: usize = 256;
 const MAX_SIZE: usize = 16;
 
 fn total_ops() -> usize {
-    std::env::var("STRESS_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+    std::env::var("STRESS_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +55,8 @@ async fn million_random_acquires_lose_nothing() {
             let holders = Arc::clone(&holders);
             let max_holders = Arc::clone(&max_holders);
             tokio::spawn(async move {
-                let mut rng = StdRng::seed_from_u64(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let mut rng =
+                    StdRng::seed_from_u64(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 for _ in 0..per_task {
                     let roll = rng.random_range(0..100u32);
                     let guard = if roll < 10 {
@@ -73,7 +77,10 @@ async fn million_random_acquires_lose_nothing() {
                         Some(manager.acquire::<TestResource>().await.unwrap())
                     };
                     let Some(guard) = guard else { continue };
-                    assert!(!guard.busy.swap(true, Ordering::SeqCst), "instance handed to two guards");
+                    assert!(
+                        !guard.busy.swap(true, Ordering::SeqCst),
+                        "instance handed to two guards"
+                    );
                     let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
                     max_holders.fetch_max(now, Ordering::SeqCst);
                     if roll % 4 == 0 {
@@ -98,7 +105,11 @@ async fn million_random_acquires_lose_nothing() {
     assert!(max_holders.load(Ordering::SeqCst) <= MAX_SIZE);
     assert!(probe.max_alive.load(Ordering::SeqCst) <= MAX_SIZE);
     let s = manager.handle::<TestResource>().unwrap().stats();
-    assert_eq!((s.in_use, s.waiters, s.creating, s.releasing), (0, 0, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.in_use, s.waiters, s.creating, s.releasing),
+        (0, 0, 0, 0),
+        "{s:?}"
+    );
     assert_eq!(s.size, s.idle, "{s:?}");
     assert_eq!(probe.alive(), s.size, "{s:?}");
     assert_eq!(s.created - s.destroyed, s.size as u64, "{s:?}");

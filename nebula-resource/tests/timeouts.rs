@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Hook, Outcome, Probe, TestConfig, TestResource};
-use nebula_resource::{ErrorKind, PoolConfig, Policy, ResourceManager, TimeoutPhase};
+use nebula_resource::{ErrorKind, Policy, PoolConfig, ResourceManager, TimeoutPhase};
 
 #[tokio::test(start_paused = true)]
 async fn permit_timeout_reports_phase_wait_stats_and_last_create_error() {
@@ -28,7 +28,10 @@ async fn permit_timeout_reports_phase_wait_stats_and_last_create_error() {
     probe.set(Hook::Create, Outcome::Err);
     let err = manager.acquire::<TestResource>().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Create);
-    assert!(err.to_string().contains("create failed on purpose"), "{err}");
+    assert!(
+        err.to_string().contains("create failed on purpose"),
+        "{err}"
+    );
 
     // ...and is remembered for the timeouts that follow.
     probe.set(Hook::Create, Outcome::Ok);
@@ -39,8 +42,21 @@ async fn permit_timeout_reports_phase_wait_stats_and_last_create_error() {
     assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Permit));
     assert_eq!(err.waited(), Some(Duration::from_millis(250)));
     let stats = err.pool_stats().expect("stats");
-    assert_eq!((stats.size, stats.max_size, stats.in_use, stats.idle, stats.waiters), (1, 1, 1, 0, 1));
-    assert!(err.last_create_error().unwrap().contains("create failed on purpose"));
+    assert_eq!(
+        (
+            stats.size,
+            stats.max_size,
+            stats.in_use,
+            stats.idle,
+            stats.waiters
+        ),
+        (1, 1, 1, 0, 1)
+    );
+    assert!(
+        err.last_create_error()
+            .unwrap()
+            .contains("create failed on purpose")
+    );
     assert_eq!(
         err.to_string(),
         "resource `test`: timed out after 250ms waiting for an available instance \
@@ -49,7 +65,10 @@ async fn permit_timeout_reports_phase_wait_stats_and_last_create_error() {
     );
     drop(held);
     let stats = manager.handle::<TestResource>().unwrap().stats();
-    assert_eq!((stats.timeouts, stats.create_errors, stats.waiters), (1, 1, 0));
+    assert_eq!(
+        (stats.timeouts, stats.create_errors, stats.waiters),
+        (1, 1, 0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -72,7 +91,10 @@ async fn hung_create_times_out_with_the_create_phase() {
     let err = manager.acquire::<TestResource>().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Create));
-    assert!(err.to_string().contains("waiting for instance creation"), "{err}");
+    assert!(
+        err.to_string().contains("waiting for instance creation"),
+        "{err}"
+    );
     let stats = manager.handle::<TestResource>().unwrap().stats();
     assert_eq!((stats.size, stats.creating), (0, 0));
 }

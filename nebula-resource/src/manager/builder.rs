@@ -27,6 +27,10 @@ use crate::status::Phase;
 /// How long a failed `build()` waits for what it created to be destroyed.
 const FAILED_BUILD_DRAIN: Duration = Duration::from_secs(10);
 
+/// A registration after instantiation: the face the manager drives, and the typed value behind
+/// it for downcasting.
+type Instantiated = (Arc<dyn Erased>, Arc<dyn Any + Send + Sync>);
+
 /// One registration before `build()`, whatever its resource type.
 trait Entry: Send {
     fn spec(&self) -> NodeSpec;
@@ -35,7 +39,7 @@ trait Entry: Send {
         self: Box<Self>,
         dependencies: Arc<DependencyMap>,
         runtime: &Arc<Runtime>,
-    ) -> (Arc<dyn Erased>, Arc<dyn Any + Send + Sync>);
+    ) -> Instantiated;
 }
 
 struct Typed<R: Resource> {
@@ -57,7 +61,13 @@ impl<R: Resource> Entry for Typed<R> {
 
     fn validate(&self) -> Result<(), Error> {
         let validated = std::panic::catch_unwind(AssertUnwindSafe(|| self.config.validate()))
-            .unwrap_or_else(|panic| Err(Error::panicked(ErrorKind::Config, "Config::validate", &*panic)));
+            .unwrap_or_else(|panic| {
+                Err(Error::panicked(
+                    ErrorKind::Config,
+                    "Config::validate",
+                    &*panic,
+                ))
+            });
         validated
             .and_then(|()| self.policy.validate())
             .map_err(|err| err.in_resource(R::KEY, self.name.as_deref()))
@@ -67,7 +77,7 @@ impl<R: Resource> Entry for Typed<R> {
         self: Box<Self>,
         dependencies: Arc<DependencyMap>,
         runtime: &Arc<Runtime>,
-    ) -> (Arc<dyn Erased>, Arc<dyn Any + Send + Sync>) {
+    ) -> Instantiated {
         let ctx = CreateContext::new(R::KEY, self.name.clone(), None, dependencies);
         let resource = Arc::new(self.resource);
         let backend = match R::TOPOLOGY {
@@ -101,7 +111,9 @@ pub struct ResourceManagerBuilder {
 impl std::fmt::Debug for ResourceManagerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let keys: Vec<_> = self.entries.iter().map(|e| e.spec().key).collect();
-        f.debug_struct("ResourceManagerBuilder").field("resources", &keys).finish()
+        f.debug_struct("ResourceManagerBuilder")
+            .field("resources", &keys)
+            .finish()
     }
 }
 
@@ -112,13 +124,23 @@ impl ResourceManagerBuilder {
     }
 
     /// Register `resource` with `config` and `policy`.
-    pub fn register_with<R: Resource>(self, resource: R, config: R::Config, policy: Policy) -> Self {
+    pub fn register_with<R: Resource>(
+        self,
+        resource: R,
+        config: R::Config,
+        policy: Policy,
+    ) -> Self {
         self.push(resource, config, policy, None)
     }
 
     /// Register one more instance of a resource type under `name` (a replica, a second
     /// cluster); acquire it with `acquire_named::<R>(name)`.
-    pub fn register_named<R: Resource>(self, name: impl Into<String>, resource: R, config: R::Config) -> Self {
+    pub fn register_named<R: Resource>(
+        self,
+        name: impl Into<String>,
+        resource: R,
+        config: R::Config,
+    ) -> Self {
         self.push(resource, config, Policy::default(), Some(name.into()))
     }
 
@@ -133,7 +155,13 @@ impl ResourceManagerBuilder {
         self.push(resource, config, policy, Some(name.into()))
     }
 
-    fn push<R: Resource>(mut self, resource: R, config: R::Config, policy: Policy, name: Option<String>) -> Self {
+    fn push<R: Resource>(
+        mut self,
+        resource: R,
+        config: R::Config,
+        policy: Policy,
+        name: Option<String>,
+    ) -> Self {
         self.entries.push(Box::new(Typed {
             resource,
             config,
@@ -170,8 +198,7 @@ impl ResourceManagerBuilder {
 
         let runtime = Arc::new(Runtime::start());
         // Instantiate dependencies before dependents so each create context can hold handles.
-        let mut slots: Vec<Option<(Arc<dyn Erased>, Arc<dyn Any + Send + Sync>)>> =
-            (0..specs.len()).map(|_| None).collect();
+        let mut slots: Vec<Option<Instantiated>> = (0..specs.len()).map(|_| None).collect();
         let mut entries: Vec<Option<Box<dyn Entry>>> = self.entries.into_iter().map(Some).collect();
         for layer in &plan.layers {
             for &i in layer {

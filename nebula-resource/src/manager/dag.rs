@@ -39,17 +39,25 @@ pub(crate) struct Plan {
 pub(crate) fn plan(nodes: &[NodeSpec]) -> Result<Plan, Error> {
     let mut index: HashMap<(TypeId, Option<&str>), usize> = HashMap::with_capacity(nodes.len());
     for (i, node) in nodes.iter().enumerate() {
-        if index.insert((node.type_id, node.name.as_deref()), i).is_some() {
+        if index
+            .insert((node.type_id, node.name.as_deref()), i)
+            .is_some()
+        {
             let what = match &node.name {
                 Some(name) => format!("`{}` is registered twice under the name `{name}`", node.key),
-                None => format!("`{}` is registered twice (use register_named for more than one)", node.key),
+                None => format!(
+                    "`{}` is registered twice (use register_named for more than one)",
+                    node.key
+                ),
             };
-            return Err(Error::other(ErrorKind::Duplicate, what).in_resource(node.key, node.name.as_deref()));
+            return Err(Error::other(ErrorKind::Duplicate, what)
+                .in_resource(node.key, node.name.as_deref()));
         }
     }
 
     // Edges point from a dependent to what it depends on.
-    let mut graph: StableDiGraph<usize, ()> = StableDiGraph::with_capacity(nodes.len(), nodes.len());
+    let mut graph: StableDiGraph<usize, ()> =
+        StableDiGraph::with_capacity(nodes.len(), nodes.len());
     let ids: Vec<NodeIndex> = (0..nodes.len()).map(|i| graph.add_node(i)).collect();
     let mut dependencies = vec![Vec::new(); nodes.len()];
     for (i, node) in nodes.iter().enumerate() {
@@ -80,7 +88,11 @@ pub(crate) fn plan(nodes: &[NodeSpec]) -> Result<Plan, Error> {
     let mut depth = vec![0usize; nodes.len()];
     for id in order.iter().rev() {
         let i = graph[*id];
-        depth[i] = dependencies[i].iter().map(|&d| depth[d] + 1).max().unwrap_or(0);
+        depth[i] = dependencies[i]
+            .iter()
+            .map(|&d| depth[d] + 1)
+            .max()
+            .unwrap_or(0);
     }
     let layer_count = depth.iter().max().map_or(0, |d| d + 1);
     let mut layers = vec![Vec::new(); layer_count];
@@ -182,12 +194,18 @@ mod tests {
         let a = (TypeId::of::<A>(), "a");
         let b = (TypeId::of::<B>(), "b");
         let c = (TypeId::of::<C>(), "c");
-        let nodes = [spec::<A>("a", &[b]), spec::<B>("b", &[c]), spec::<C>("c", &[a])];
+        let nodes = [
+            spec::<A>("a", &[b]),
+            spec::<B>("b", &[c]),
+            spec::<C>("c", &[a]),
+        ];
         let err = plan(&nodes).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Cycle);
         let text = err.to_string();
         assert!(
-            text.contains("a -> b -> c -> a") || text.contains("b -> c -> a -> b") || text.contains("c -> a -> b -> c"),
+            text.contains("a -> b -> c -> a")
+                || text.contains("b -> c -> a -> b")
+                || text.contains("c -> a -> b -> c"),
             "{text}"
         );
     }

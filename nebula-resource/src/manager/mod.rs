@@ -18,8 +18,8 @@ use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
 pub use self::builder::ResourceManagerBuilder;
-pub(crate) use self::registration::Registration;
 use self::registration::Erased;
+pub(crate) use self::registration::Registration;
 use crate::context::{Context, TenantId};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::Event;
@@ -101,7 +101,12 @@ impl ManagerInner {
                 self.nodes[i].erased.set_phase(Phase::Draining);
                 self.nodes[i].erased.close();
             }
-            let drained = join_all(layer.iter().map(|&i| self.nodes[i].erased.drained(deadline))).await;
+            let drained = join_all(
+                layer
+                    .iter()
+                    .map(|&i| self.nodes[i].erased.drained(deadline)),
+            )
+            .await;
             for (&i, result) in layer.iter().zip(drained) {
                 match result {
                     Ok(()) => self.nodes[i].erased.set_phase(Phase::Stopped),
@@ -122,9 +127,14 @@ impl ManagerInner {
             })
             .collect();
         let node = &self.nodes[first].erased;
-        Err(Error::timeout(TimeoutPhase::Shutdown, started.elapsed(), Some(stats), None)
-            .in_resource(node.key(), node.name())
-            .with_note(format!("still in use at the deadline: {}", names.join(", "))))
+        Err(
+            Error::timeout(TimeoutPhase::Shutdown, started.elapsed(), Some(stats), None)
+                .in_resource(node.key(), node.name())
+                .with_note(format!(
+                    "still in use at the deadline: {}",
+                    names.join(", ")
+                )),
+        )
     }
 }
 
@@ -213,7 +223,8 @@ impl ResourceManager {
     /// As [`acquire`](Self::acquire).
     pub async fn acquire_in<R: Resource>(&self, ctx: &Context) -> Result<Guard<R>, Error> {
         if let Some(tenant) = ctx.tenant_id() {
-            TenantId::new(tenant).map_err(|err| err.in_resource(R::KEY, None).for_tenant(Some(tenant)))?;
+            TenantId::new(tenant)
+                .map_err(|err| err.in_resource(R::KEY, None).for_tenant(Some(tenant)))?;
         }
         self.registration::<R>(None)?.acquire(ctx.deadline()).await
     }
@@ -238,7 +249,11 @@ impl ResourceManager {
 
     fn handle_for<R: Resource>(&self, name: Option<&str>) -> Result<Handle<R>, Error> {
         self.index_of::<R>(name)
-            .and_then(|i| Arc::clone(&self.inner.nodes[i].any).downcast::<Registration<R>>().ok())
+            .and_then(|i| {
+                Arc::clone(&self.inner.nodes[i].any)
+                    .downcast::<Registration<R>>()
+                    .ok()
+            })
             .map(Handle::from_registration)
             .ok_or_else(|| not_registered::<R>(name))
     }
@@ -310,7 +325,10 @@ impl ResourceManager {
 
 fn not_registered<R: Resource>(name: Option<&str>) -> Error {
     let what = match name {
-        Some(name) => format!("no registration of {} named `{name}`", std::any::type_name::<R>()),
+        Some(name) => format!(
+            "no registration of {} named `{name}`",
+            std::any::type_name::<R>()
+        ),
         None => format!("no registration of {}", std::any::type_name::<R>()),
     };
     Error::other(ErrorKind::NotRegistered, what).in_resource(R::KEY, name)
@@ -367,8 +385,10 @@ impl<R: Resource> Handle<R> {
     /// As [`ResourceManager::acquire`].
     pub async fn acquire_in(&self, ctx: &Context) -> Result<Guard<R>, Error> {
         if let Some(tenant) = ctx.tenant_id() {
-            TenantId::new(tenant)
-                .map_err(|err| err.in_resource(R::KEY, self.name()).for_tenant(Some(tenant)))?;
+            TenantId::new(tenant).map_err(|err| {
+                err.in_resource(R::KEY, self.name())
+                    .for_tenant(Some(tenant))
+            })?;
         }
         self.registration.acquire(ctx.deadline()).await
     }

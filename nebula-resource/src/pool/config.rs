@@ -188,11 +188,17 @@ impl PoolConfig {
         if self.min_idle > self.max_size {
             return Err(Error::config(
                 "pool.min_idle",
-                format!("must not exceed max_size {} (got {})", self.max_size, self.min_idle),
+                format!(
+                    "must not exceed max_size {} (got {})",
+                    self.max_size, self.min_idle
+                ),
             ));
         }
         if self.max_concurrent_creates == 0 {
-            return Err(Error::config("pool.max_concurrent_creates", "must be at least 1 (got 0)"));
+            return Err(Error::config(
+                "pool.max_concurrent_creates",
+                "must be at least 1 (got 0)",
+            ));
         }
         let durations = [
             ("pool.acquire_timeout", Some(self.acquire_timeout)),
@@ -235,13 +241,34 @@ mod tests {
     fn every_rule_names_its_field() {
         let cases = [
             (PoolConfig::default().max_size(0), "pool.max_size"),
-            (PoolConfig::default().max_size(MAX_POOL_SIZE + 1), "pool.max_size"),
-            (PoolConfig::default().max_size(2).min_idle(3), "pool.min_idle"),
-            (PoolConfig::default().max_concurrent_creates(0), "pool.max_concurrent_creates"),
-            (PoolConfig::default().acquire_timeout(Duration::ZERO), "pool.acquire_timeout"),
-            (PoolConfig::default().create_timeout(MAX_DURATION * 2), "pool.create_timeout"),
-            (PoolConfig::default().idle_timeout(Duration::ZERO), "pool.idle_timeout"),
-            (PoolConfig::default().leak_threshold(Duration::ZERO), "pool.leak_threshold"),
+            (
+                PoolConfig::default().max_size(MAX_POOL_SIZE + 1),
+                "pool.max_size",
+            ),
+            (
+                PoolConfig::default().max_size(2).min_idle(3),
+                "pool.min_idle",
+            ),
+            (
+                PoolConfig::default().max_concurrent_creates(0),
+                "pool.max_concurrent_creates",
+            ),
+            (
+                PoolConfig::default().acquire_timeout(Duration::ZERO),
+                "pool.acquire_timeout",
+            ),
+            (
+                PoolConfig::default().create_timeout(MAX_DURATION * 2),
+                "pool.create_timeout",
+            ),
+            (
+                PoolConfig::default().idle_timeout(Duration::ZERO),
+                "pool.idle_timeout",
+            ),
+            (
+                PoolConfig::default().leak_threshold(Duration::ZERO),
+                "pool.leak_threshold",
+            ),
         ];
         for (config, field) in cases {
             let err = config.validate().unwrap_err();

@@ -36,9 +36,9 @@ pub use self::stats::PoolStats;
 use crate::context::CreateContext;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
-use crate::telemetry::PoolMetrics;
 use crate::resource::Resource;
 use crate::runtime::Runtime;
+use crate::telemetry::PoolMetrics;
 
 /// One instance and the times the pool keeps for it.
 pub(crate) struct Slot<R: Resource> {
@@ -253,10 +253,12 @@ impl<R: Resource> Pool<R> {
             };
             let now = Instant::now();
             if let Some(slot) = self.validate(slot, now, limit, &mut deadline).await? {
-                let leak_key = self
-                    .leaks
-                    .as_ref()
-                    .map(|leaks| leaks.lock().insert(Checkout { since: now, reported: false }));
+                let leak_key = self.leaks.as_ref().map(|leaks| {
+                    leaks.lock().insert(Checkout {
+                        since: now,
+                        reported: false,
+                    })
+                });
                 self.metrics.acquired();
                 return Ok(Acquired {
                     slot,
@@ -372,11 +374,18 @@ impl<R: Resource> Pool<R> {
     }
 
     fn is_broken(&self, instance: &R::Instance) -> bool {
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.is_broken(instance))).unwrap_or(true)
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.is_broken(instance)))
+            .unwrap_or(true)
     }
 
     /// Return an instance from a guard. Never blocks.
-    pub(crate) fn release(self: Arc<Self>, mut slot: Slot<R>, held: Duration, leak_key: Option<usize>, tainted: bool) {
+    pub(crate) fn release(
+        self: Arc<Self>,
+        mut slot: Slot<R>,
+        held: Duration,
+        leak_key: Option<usize>,
+        tainted: bool,
+    ) {
         if let (Some(leaks), Some(key)) = (&self.leaks, leak_key) {
             let checkout = leaks.lock().remove(key);
             if checkout.reported {
@@ -421,7 +430,11 @@ impl<R: Resource> Pool<R> {
         }
     }
 
-    fn after_recycle(self: &Arc<Self>, slot: Slot<R>, recycled: std::thread::Result<Result<(), Error>>) {
+    fn after_recycle(
+        self: &Arc<Self>,
+        slot: Slot<R>,
+        recycled: std::thread::Result<Result<(), Error>>,
+    ) {
         match recycled {
             Ok(Ok(())) => self.put_back(slot),
             Ok(Err(err)) => {
@@ -505,7 +518,10 @@ impl<R: Resource> Pool<R> {
         }
         let wanted = (state.queue.len() + for_idle).saturating_sub(state.creating);
         let room = self.settings.max_size - state.size;
-        let slots = self.settings.max_concurrent_creates.saturating_sub(state.creating);
+        let slots = self
+            .settings
+            .max_concurrent_creates
+            .saturating_sub(state.creating);
         let n = wanted.min(room).min(slots);
         state.size += n;
         state.creating += n;
@@ -560,7 +576,10 @@ impl<R: Resource> Pool<R> {
         let now = Instant::now();
         let slot = Slot {
             instance,
-            expires_at: self.settings.max_lifetime.map(|lifetime| now + jittered(lifetime)),
+            expires_at: self
+                .settings
+                .max_lifetime
+                .map(|lifetime| now + jittered(lifetime)),
             idle_since: now,
         };
         let mut state = self.state.lock();
@@ -579,7 +598,8 @@ impl<R: Resource> Pool<R> {
             waker.wake();
         }
         self.start_creates(creates);
-        self.runtime.emit(Event::InstanceCreated(self.source.clone()));
+        self.runtime
+            .emit(Event::InstanceCreated(self.source.clone()));
     }
 
     /// Record a failed create and give the error to the first waiter; returns it when nobody
@@ -872,7 +892,9 @@ impl<R: Resource> Drop for Settle<R> {
             self.pool.plan_creates(&mut state, 0)
         };
         self.pool.metrics.destroyed();
-        self.pool.runtime.emit(Event::InstanceDestroyed(self.pool.source.clone()));
+        self.pool
+            .runtime
+            .emit(Event::InstanceDestroyed(self.pool.source.clone()));
         self.pool.start_creates(creates);
         self.pool.notify_if_drained();
     }

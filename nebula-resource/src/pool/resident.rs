@@ -97,7 +97,8 @@ impl<R: Resource> Resident<R> {
             if let Some(handle) = self.share_current()? {
                 return Ok(handle);
             }
-            let Ok(permit) = tokio::time::timeout_at(deadline, Arc::clone(&self.recreate).lock_owned()).await
+            let Ok(permit) =
+                tokio::time::timeout_at(deadline, Arc::clone(&self.recreate).lock_owned()).await
             else {
                 return Err(self.timeout(started));
             };
@@ -146,8 +147,9 @@ impl<R: Resource> Resident<R> {
         let Some(live) = current.as_ref() else {
             return Ok(None);
         };
-        let broken = std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.is_broken(&live.instance)))
-            .unwrap_or(true);
+        let broken =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.is_broken(&live.instance)))
+                .unwrap_or(true);
         if broken {
             if let Some(old) = current.take() {
                 drop(current);
@@ -202,7 +204,8 @@ impl<R: Resource> Resident<R> {
                 if let Some(old) = replaced {
                     self.retire(old.instance);
                 }
-                self.runtime.emit(Event::InstanceCreated(self.source.clone()));
+                self.runtime
+                    .emit(Event::InstanceCreated(self.source.clone()));
                 Ok(())
             }
             Err(err) => {
@@ -246,7 +249,8 @@ impl<R: Resource> Resident<R> {
         let resource = Arc::clone(&self.resource);
         let limit = self.settings.recycle_timeout;
         self.counts.lock().destroyed += 1;
-        self.runtime.emit(Event::InstanceDestroyed(self.source.clone()));
+        self.runtime
+            .emit(Event::InstanceDestroyed(self.source.clone()));
         self.runtime.release(Box::pin(async move {
             let destroy = AssertUnwindSafe(resource.destroy(instance)).catch_unwind();
             if tokio::time::timeout(limit, destroy).await.is_err() {
@@ -293,9 +297,13 @@ impl<R: Resource> Resident<R> {
             self.counts.lock().destroyed += 1;
             let destroy = AssertUnwindSafe(self.resource.destroy(old.instance)).catch_unwind();
             if tokio::time::timeout_at(deadline, destroy).await.is_err() {
-                tracing::warn!(resource = R::KEY, "destroy did not finish before the shutdown deadline");
+                tracing::warn!(
+                    resource = R::KEY,
+                    "destroy did not finish before the shutdown deadline"
+                );
             }
-            self.runtime.emit(Event::InstanceDestroyed(self.source.clone()));
+            self.runtime
+                .emit(Event::InstanceDestroyed(self.source.clone()));
         }
         Ok(())
     }
