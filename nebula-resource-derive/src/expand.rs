@@ -147,10 +147,7 @@ impl FieldInfo<'_> {
         let ty = self.value_ty();
         let mut out = Vec::new();
         if self.attrs.min.is_some() || self.attrs.max.is_some() {
-            out.push(parse_quote!(#ty: ::core::cmp::PartialOrd));
-            if self.attrs.secret.is_none() {
-                out.push(parse_quote!(#ty: ::core::fmt::Debug));
-            }
+            out.push(parse_quote!(#ty: ::core::cmp::PartialOrd + ::core::fmt::Debug));
         }
         if self.attrs.nested.is_some() {
             out.push(parse_quote!(#ty: #krate::Config));
@@ -161,7 +158,7 @@ impl FieldInfo<'_> {
     /// Runs `check` with `__value: &T` bound to the field (or to its content when `Some`).
     fn on_value(&self, check: TokenStream) -> TokenStream {
         let ident = self.ident;
-        let value = value_ident();
+        let value = value_ident(ident.span());
         if self.inner.is_some() {
             quote! {
                 if let ::core::option::Option::Some(#value) = &self.#ident {
@@ -181,10 +178,10 @@ impl FieldInfo<'_> {
     /// All checks of this field, in their documented order.
     fn checks(&self, krate: &TokenStream) -> TokenStream {
         let name = &self.name;
-        let value = value_ident();
         let mut out = TokenStream::new();
 
         if let Some(span) = self.attrs.non_empty {
+            let value = value_ident(span);
             out.extend(self.on_value(quote_spanned! {span=>
                 if #value.is_empty() {
                     return ::core::result::Result::Err(
@@ -208,8 +205,13 @@ impl FieldInfo<'_> {
             });
         }
         if let Some(span) = self.attrs.nested {
+            // Located at `nested`, so "`T: Config` is not satisfied" points at the attribute.
+            let krate = respan(krate.clone(), span);
+            let value = value_ident(span);
+            // A call-site local as the argument, for the same reason (no user code is in scope).
             out.extend(self.on_value(quote_spanned! {span=>
-                if let ::core::result::Result::Err(__err) = #krate::Config::validate(#value) {
+                let __nested = #value;
+                if let ::core::result::Result::Err(__err) = #krate::Config::validate(__nested) {
                     return ::core::result::Result::Err(__err);
                 }
             }));
@@ -220,8 +222,8 @@ impl FieldInfo<'_> {
     /// `min` (`is_min`) or `max`: values that do not compare (NaN) fail too.
     fn bound_check(&self, krate: &TokenStream, bound: &Bound, is_min: bool) -> TokenStream {
         let name = &self.name;
-        let value = value_ident();
-        let limit = Ident::new("__bound", Span::mixed_site());
+        let value = value_ident(bound.span);
+        let limit = Ident::new("__bound", Span::mixed_site().located_at(bound.span));
         let ty = self.value_ty();
         let expr = &bound.expr;
         let (compare, rule) = if is_min {
@@ -245,9 +247,10 @@ impl FieldInfo<'_> {
     }
 }
 
-/// The local bound to the value being checked; mixed-site so it cannot clash with user code.
-fn value_ident() -> Ident {
-    Ident::new("__value", Span::mixed_site())
+/// The local bound to the value being checked, located at `span` (so that type errors point
+/// there). Mixed-site hygiene, so it cannot clash with names in user expressions.
+fn value_ident(span: Span) -> Ident {
+    Ident::new("__value", Span::mixed_site().located_at(span))
 }
 
 /// `T` if `ty` is spelled `Option<T>`, `std::option::Option<T>` or `core::option::Option<T>`.
@@ -297,4 +300,22 @@ fn mentions_any(tokens: TokenStream, names: &HashSet<String>) -> bool {
         TokenTree::Group(group) => mentions_any(group.stream(), names),
         TokenTree::Punct(_) | TokenTree::Literal(_) => false,
     })
+}
+
+/// `tokens` with every token located at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }

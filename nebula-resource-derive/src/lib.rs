@@ -30,7 +30,7 @@
 //! use nebula_resource::{Config, Error};
 //! use nebula_resource_derive::Config;
 //!
-//! fn valid_url(url: &String) -> Result<(), String> {
+//! fn valid_url(url: &str) -> Result<(), String> {
 //!     if url.starts_with("postgres://") {
 //!         Ok(())
 //!     } else {
@@ -115,9 +115,9 @@
 //! | Attribute | Applies to | Fails with |
 //! |---|---|---|
 //! | `non_empty` | anything with an `is_empty()` method: `String`, `&str`, `Vec<T>`, maps... | `must not be empty` |
-//! | `min = EXPR` | any [`PartialOrd`](std::cmp::PartialOrd) + [`Debug`](std::fmt::Debug) type: integers, floats, [`Duration`](std::time::Duration)... | `must be at least {min:?} (got {value:?})` |
+//! | `min = EXPR` | any [`PartialOrd`] + [`Debug`](std::fmt::Debug) type: integers, floats, [`Duration`](std::time::Duration)... | `must be at least {min:?} (got {value:?})` |
 //! | `max = EXPR` | the same | `must be at most {max:?} (got {value:?})` |
-//! | `validate = path::to_fn` | any field; the function gets `&FieldType` and returns `Result<(), String>` (any error type that is `Into<String>`) | the function's message |
+//! | `validate = path::to_fn` | any field; the function gets `&FieldType` (or what it derefs to: `&str` for a `String`, `&[T]` for a `Vec<T>`) and returns `Result<(), String>` (or any error that is `Into<String>`) | the function's message |
 //! | `nested` | a field whose type implements `Config` | the nested error, unchanged |
 //! | `secret` | any field: a marker, not a check | — |
 //!
@@ -126,9 +126,8 @@
 //!   may also refer to other fields, as in `max = self.max_size`. The bound and the value are
 //!   printed with `{:?}`. A value that does not compare with the bound (a float `NaN`) fails.
 //! * **`secret`**: the field's value is never written into a message: `min` / `max` failures
-//!   read `must be at least {min:?}` with no `(got ...)`, and the value need not implement
-//!   [`Debug`](std::fmt::Debug). (A `validate` function writes its own message: keep secrets
-//!   out of it.)
+//!   read `must be at least {min:?}` with no `(got ...)` (the bound, written in the code, is
+//!   still printed). A `validate` function writes its own message: keep secrets out of it.
 //! * **`Option<T>`**: `non_empty`, `min`, `max` and `nested` check the inner value when it is
 //!   `Some`, and pass for `None`; `validate` gets the whole `&Option<T>`. The detection is by
 //!   spelling: `Option<T>`, `std::option::Option<T>` or `core::option::Option<T>` (not a type
@@ -181,7 +180,7 @@
 //! use nebula_resource_derive::Config;
 //!
 //! #[derive(Clone, Config)]
-//! struct Limits<T> {
+//! struct Limits<T: Default> {
 //!     #[config(min = T::default())]
 //!     floor: T,
 //! }

@@ -107,7 +107,7 @@ impl<R: Resource> Guard<R> {
                 pool,
                 slot,
                 leak_key,
-            } => pool.release(slot, self.acquired_at.elapsed(), leak_key, tainted),
+            } => pool.release(slot, self.acquired_at, leak_key, tainted),
             Held::Resident {
                 resident,
                 generation,

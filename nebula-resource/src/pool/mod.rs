@@ -382,10 +382,13 @@ impl<R: Resource> Pool<R> {
     pub(crate) fn release(
         self: Arc<Self>,
         mut slot: Slot<R>,
-        held: Duration,
+        acquired_at: Instant,
         leak_key: Option<usize>,
         tainted: bool,
     ) {
+        // One clock read serves the hold time and the idle timestamp.
+        let now = Instant::now();
+        let held = now.saturating_duration_since(acquired_at);
         if let (Some(leaks), Some(key)) = (&self.leaks, leak_key) {
             let checkout = leaks.lock().remove(key);
             if checkout.reported {
@@ -393,7 +396,6 @@ impl<R: Resource> Pool<R> {
             }
         }
         self.metrics.held(held);
-        let now = Instant::now();
         if tainted || slot.expired(now) || self.is_broken(&slot.instance) {
             self.discard(slot);
             return;
@@ -897,5 +899,50 @@ impl<R: Resource> Drop for Settle<R> {
             .emit(Event::InstanceDestroyed(self.pool.source.clone()));
         self.pool.start_creates(creates);
         self.pool.notify_if_drained();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::Config;
+
+    #[derive(Clone)]
+    struct NoConfig;
+    impl Config for NoConfig {}
+
+    struct Conn;
+    impl Resource for Conn {
+        type Config = NoConfig;
+        type Instance = [u8; 40];
+        const KEY: &'static str = "conn";
+        async fn create(&self, _: &NoConfig, _: &CreateContext) -> Result<[u8; 40], Error> {
+            Ok([0; 40])
+        }
+    }
+
+    /// An idle instance lives inline in the idle deque as a `Slot`: the framework adds its two
+    /// timestamps and nothing on the heap. Budget: 256 bytes.
+    #[test]
+    fn framework_overhead_per_idle_instance_is_within_budget() {
+        let overhead = std::mem::size_of::<Slot<Conn>>() - std::mem::size_of::<[u8; 40]>();
+        assert!(overhead <= 256, "{overhead} bytes");
+        assert!(
+            overhead <= 40,
+            "two timestamps and padding, got {overhead} bytes"
+        );
+    }
+
+    #[test]
+    fn lifetime_jitter_stays_within_two_and_a_half_percent() {
+        let lifetime = Duration::from_secs(1000);
+        for _ in 0..1000 {
+            let jittered = jittered(lifetime);
+            assert!(
+                jittered <= lifetime && jittered >= lifetime - lifetime / 40,
+                "{jittered:?}"
+            );
+        }
+        assert_eq!(jittered(Duration::from_nanos(10)), Duration::from_nanos(10));
     }
 }
