@@ -54,7 +54,11 @@ impl<R: Resource> Slot<R> {
 }
 
 enum Waiter<R: Resource> {
-    Waiting(Option<Waker>),
+    Waiting {
+        waker: Option<Waker>,
+        since: Instant,
+        deadline: Instant,
+    },
     Served(Result<Slot<R>, Error>),
 }
 
@@ -67,6 +71,9 @@ struct State<R: Resource> {
     creating: usize,
     releasing: usize,
     closed: bool,
+    /// While waiters exist, one sweeper task fails those past their deadline; this is the time
+    /// it will next look. `None`: no sweeper is running.
+    sweeper: Option<Instant>,
     created: u64,
     destroyed: u64,
     create_errors: u64,
@@ -82,7 +89,7 @@ impl<R: Resource> State<R> {
             Some(key) => {
                 self.in_use += 1;
                 match std::mem::replace(&mut self.waiters[key], Waiter::Served(Ok(slot))) {
-                    Waiter::Waiting(waker) => waker,
+                    Waiter::Waiting { waker, .. } => waker,
                     Waiter::Served(_) => None,
                 }
             }
@@ -97,7 +104,7 @@ impl<R: Resource> State<R> {
     fn fail_first(&mut self, error: Error) -> Option<Waker> {
         let key = self.queue.pop_front()?;
         match std::mem::replace(&mut self.waiters[key], Waiter::Served(Err(error))) {
-            Waiter::Waiting(waker) => waker,
+            Waiter::Waiting { waker, .. } => waker,
             Waiter::Served(_) => None,
         }
     }
@@ -135,6 +142,8 @@ pub(crate) struct Pool<R: Resource> {
     source: Source,
     state: Mutex<State<R>>,
     drained: Notify,
+    /// Wakes the sweeper early: a waiter with an earlier deadline arrived, or the pool closed.
+    sweep: Notify,
     runtime: Arc<Runtime>,
     metrics: PoolMetrics,
     leaks: Option<Mutex<Slab<Checkout>>>,
@@ -178,6 +187,7 @@ impl<R: Resource> Pool<R> {
                 creating: 0,
                 releasing: 0,
                 closed: false,
+                sweeper: None,
                 created: 0,
                 destroyed: 0,
                 create_errors: 0,
@@ -188,6 +198,7 @@ impl<R: Resource> Pool<R> {
             ctx,
             source,
             drained: Notify::new(),
+            sweep: Notify::new(),
             runtime,
             metrics,
             leaks,
@@ -234,22 +245,43 @@ impl<R: Resource> Pool<R> {
                         Ok(slot)
                     }
                     None => {
-                        let key = state.waiters.insert(Waiter::Waiting(None));
+                        let now = Instant::now();
+                        let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
+                        let key = state.waiters.insert(Waiter::Waiting {
+                            waker: None,
+                            since: now,
+                            deadline,
+                        });
                         state.queue.push_back(key);
+                        let sweeper = match state.sweeper {
+                            None => {
+                                state.sweeper = Some(deadline);
+                                Some(true)
+                            }
+                            Some(at) if deadline < at => {
+                                state.sweeper = Some(deadline);
+                                Some(false)
+                            }
+                            Some(_) => None,
+                        };
                         let creates = self.plan_creates(&mut state, 0);
                         drop(state);
+                        match sweeper {
+                            Some(true) => {
+                                let pool = Arc::clone(self);
+                                self.runtime.spawn(async move { pool.sweep_expired().await });
+                            }
+                            Some(false) => self.sweep.notify_one(),
+                            None => {}
+                        }
                         self.start_creates(creates);
-                        Err(key)
+                        Err((key, now))
                     }
                 }
             };
             let slot = match taken {
                 Ok(slot) => slot,
-                Err(key) => {
-                    let now = Instant::now();
-                    let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
-                    self.wait(key, now, deadline).await?
-                }
+                Err((key, since)) => self.wait(key, since).await?,
             };
             let now = Instant::now();
             if let Some(slot) = self.validate(slot, now, limit, &mut deadline).await? {
@@ -274,40 +306,78 @@ impl<R: Resource> Pool<R> {
         limit.map_or(timeout, |limit| limit.min(timeout))
     }
 
-    async fn wait(
-        self: &Arc<Self>,
-        key: usize,
-        started: Instant,
-        deadline: Instant,
-    ) -> Result<Slot<R>, Error> {
-        let waiting = Waiting {
+    /// Wait in the queue until served: an instance, a create error, a timeout from the
+    /// sweeper, or shutdown.
+    async fn wait(self: &Arc<Self>, key: usize, since: Instant) -> Result<Slot<R>, Error> {
+        let served = Waiting {
             pool: self,
             key,
             done: false,
+        }
+        .await;
+        self.metrics.waited(since.elapsed());
+        served
+    }
+
+    /// The sweeper: one task per pool, alive only while waiters exist. It fails each waiter at
+    /// its deadline with a timeout that carries the pool's counts at that moment, so a waiting
+    /// acquire needs no timer of its own.
+    async fn sweep_expired(self: Arc<Self>) {
+        let mut running = SweeperRunning {
+            pool: &self,
+            armed: true,
         };
-        // Pinned here, not moved into the timeout, so that on timeout it is still queued when
-        // the stats are taken: the error counts this acquire among the waiters.
-        let mut waiting = std::pin::pin!(waiting);
-        match tokio::time::timeout_at(deadline, waiting.as_mut()).await {
-            Ok(served) => {
-                self.metrics.waited(started.elapsed());
-                served.map_err(|e| self.error(e))
+        loop {
+            let mut wakers = Vec::new();
+            let next = {
+                let mut state = self.state.lock();
+                let now = Instant::now();
+                let mut expired = Vec::new();
+                let mut next: Option<Instant> = None;
+                for &key in &state.queue {
+                    if let Waiter::Waiting { deadline, since, .. } = &state.waiters[key] {
+                        if *deadline <= now {
+                            expired.push((key, *since));
+                        } else {
+                            next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
+                        }
+                    }
+                }
+                if !expired.is_empty() {
+                    state.timeouts += expired.len() as u64;
+                    // Taken while the expired waiters are still queued: they are among the
+                    // waiters the error reports.
+                    let stats = state.stats(self.settings.max_size);
+                    let last = state.last_create_error.clone();
+                    state.queue.retain(|key| !expired.iter().any(|(k, _)| k == key));
+                    for (key, since) in expired {
+                        let err = self.error(Error::timeout(
+                            TimeoutPhase::Permit,
+                            now.saturating_duration_since(since),
+                            Some(stats),
+                            last.clone(),
+                        ));
+                        if let Waiter::Waiting { waker: Some(waker), .. } =
+                            std::mem::replace(&mut state.waiters[key], Waiter::Served(Err(err)))
+                        {
+                            wakers.push(waker);
+                        }
+                    }
+                }
+                state.sweeper = next;
+                next
+            };
+            for waker in wakers {
+                waker.wake();
             }
-            Err(_) => {
-                let (stats, last) = {
-                    let mut state = self.state.lock();
-                    state.timeouts += 1;
-                    (
-                        state.stats(self.settings.max_size),
-                        state.last_create_error.clone(),
-                    )
-                };
-                Err(self.error(Error::timeout(
-                    TimeoutPhase::Permit,
-                    started.elapsed(),
-                    Some(stats),
-                    last,
-                )))
+            let Some(at) = next else {
+                // `sweeper` was cleared under the lock above; a newer sweeper may already own it.
+                running.armed = false;
+                return;
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = self.sweep.notified() => {}
             }
         }
     }
@@ -736,6 +806,7 @@ impl<R: Resource> Pool<R> {
         for waker in wakers {
             waker.wake();
         }
+        self.sweep.notify_one();
         for slot in idle {
             self.destroy(slot.instance);
         }
@@ -790,7 +861,7 @@ impl<R: Resource> Future for Waiting<'_, R> {
         let key = self.key;
         let mut state = self.pool.state.lock();
         match &mut state.waiters[key] {
-            Waiter::Waiting(waker) => {
+            Waiter::Waiting { waker, .. } => {
                 match waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
                     _ => *waker = Some(cx.waker().clone()),
@@ -816,7 +887,7 @@ impl<R: Resource> Drop for Waiting<'_, R> {
         }
         let mut state = self.pool.state.lock();
         match state.waiters.remove(self.key) {
-            Waiter::Waiting(_) => {
+            Waiter::Waiting { .. } => {
                 if let Some(at) = state.queue.iter().position(|&k| k == self.key) {
                     state.queue.remove(at);
                 }
@@ -837,6 +908,21 @@ impl<R: Resource> Drop for Waiting<'_, R> {
                 }
             }
             Waiter::Served(Err(_)) => {}
+        }
+    }
+}
+
+/// Marks the sweeper gone however its task ends (done, or dropped by a dying runtime), so the
+/// next waiter starts a new one.
+struct SweeperRunning<'a, R: Resource> {
+    pool: &'a Arc<Pool<R>>,
+    armed: bool,
+}
+
+impl<R: Resource> Drop for SweeperRunning<'_, R> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.state.lock().sweeper = None;
         }
     }
 }
