@@ -82,8 +82,6 @@ pub enum TimeoutPhase {
     Create,
     /// `Resource::check` did not finish in time.
     Check,
-    /// `Resource::recycle` did not finish within `recycle_timeout`.
-    Recycle,
     /// `shutdown` reached its deadline with instances still in use.
     Shutdown,
 }
@@ -94,7 +92,6 @@ impl fmt::Display for TimeoutPhase {
             Self::Permit => "an available instance",
             Self::Create => "instance creation",
             Self::Check => "instance check",
-            Self::Recycle => "instance recycle",
             Self::Shutdown => "instances in use to be released",
         })
     }
@@ -118,7 +115,8 @@ impl fmt::Display for Subject {
             write!(f, " (name `{name}`)")?;
         }
         if let Some(tenant) = &self.tenant {
-            write!(f, " for tenant `{tenant}`")?;
+            // Escaped: a rejected tenant id may hold control characters meant for a log line.
+            write!(f, " for tenant `{}`", tenant.escape_debug())?;
         }
         Ok(())
     }

@@ -20,15 +20,6 @@ pub struct Source {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
-    /// A registration finished initializing during `build()`.
-    Initialized(Source),
-    /// A registration failed to initialize; `build()` fails.
-    InitFailed {
-        /// The registration.
-        source: Source,
-        /// The error, as text.
-        error: String,
-    },
     /// An instance was created.
     InstanceCreated(Source),
     /// Creating an instance failed.

@@ -2,6 +2,7 @@
 //! says how instances are handed out, and the [`Dependencies`] that order initialization.
 
 use std::any::{TypeId, type_name};
+use std::cell::Cell;
 use std::future::Future;
 
 use crate::context::CreateContext;
@@ -104,6 +105,7 @@ pub trait Resource: Send + Sync + Sized + 'static {
         instance: &mut Self::Instance,
     ) -> impl Future<Output = Result<(), Error>> + Send {
         let _ = instance;
+        DEFAULT_RECYCLE.set(true);
         async { Ok(()) }
     }
 
@@ -122,6 +124,22 @@ pub trait Resource: Send + Sync + Sized + 'static {
         let _ = instance;
         None
     }
+}
+
+thread_local! {
+    /// Set by the default [`Resource::recycle`], and by nothing else: lets a pool learn, on the
+    /// first release, that its resource does not recycle, and skip the call from then on.
+    static DEFAULT_RECYCLE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clear the default-recycle mark before calling `recycle`.
+pub(crate) fn reset_default_recycle_mark() {
+    DEFAULT_RECYCLE.set(false);
+}
+
+/// Whether the `recycle` just called was the default one (and clear the mark).
+pub(crate) fn take_default_recycle_mark() -> bool {
+    DEFAULT_RECYCLE.replace(false)
 }
 
 /// Settings of a resource.

@@ -120,3 +120,81 @@ async fn slow_recycle_finishes_on_the_release_worker() {
     assert_eq!(again.id, id);
     assert_eq!(probe.created.load(Ordering::SeqCst), 1);
 }
+
+mod default_recycle {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use nebula_resource::{
+        Config, CreateContext, Dependencies, Error, Guard, Resource, ResourceManager,
+    };
+
+    #[derive(Clone, Default)]
+    pub struct NoConfig;
+    impl Config for NoConfig {}
+
+    /// Keeps every default hook, `recycle` included.
+    pub struct Plain;
+    impl Resource for Plain {
+        type Config = NoConfig;
+        type Instance = u32;
+        const KEY: &'static str = "plain";
+        async fn create(&self, _: &NoConfig, _: &CreateContext) -> Result<u32, Error> {
+            Ok(1)
+        }
+    }
+
+    /// Its own `recycle` releases a `Plain` guard, whose pool then learns that `Plain` keeps the
+    /// default recycle — which must not be mistaken for this resource's.
+    pub struct Wrapper {
+        pub recycles: Arc<AtomicUsize>,
+    }
+    pub struct Wrapped {
+        inner: Option<Guard<Plain>>,
+        plain: nebula_resource::Handle<Plain>,
+    }
+    impl Resource for Wrapper {
+        type Config = NoConfig;
+        type Instance = Wrapped;
+        const KEY: &'static str = "wrapper";
+        fn dependencies() -> Dependencies {
+            Dependencies::none().on::<Plain>()
+        }
+        async fn create(&self, _: &NoConfig, ctx: &CreateContext) -> Result<Wrapped, Error> {
+            let plain = ctx.dependency::<Plain>()?;
+            Ok(Wrapped {
+                inner: Some(plain.acquire().await?),
+                plain,
+            })
+        }
+        async fn recycle(&self, wrapped: &mut Wrapped) -> Result<(), Error> {
+            self.recycles.fetch_add(1, Ordering::SeqCst);
+            drop(wrapped.inner.take());
+            wrapped.inner = Some(wrapped.plain.acquire().await?);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn custom_recycle_runs_on_every_release_even_around_default_ones() {
+        let recycles = Arc::new(AtomicUsize::new(0));
+        let manager = ResourceManager::builder()
+            .register(Plain, NoConfig)
+            .register(
+                Wrapper {
+                    recycles: Arc::clone(&recycles),
+                },
+                NoConfig,
+            )
+            .build()
+            .await
+            .unwrap();
+        for expected in 1..=5 {
+            drop(manager.acquire::<Wrapper>().await.unwrap());
+            drop(manager.acquire::<Plain>().await.unwrap());
+            assert_eq!(recycles.load(Ordering::SeqCst), expected);
+        }
+        let plain = manager.handle::<Plain>().unwrap().stats();
+        assert_eq!((plain.size, plain.in_use), (2, 1), "{plain:?}");
+    }
+}

@@ -16,7 +16,6 @@ use super::registration::{Backend, Erased, Registration};
 use super::{ManagerInner, Node, ResourceManager, TypeMap};
 use crate::context::{CreateContext, DependencyMap};
 use crate::error::{Error, ErrorKind};
-use crate::events::{Event, Source};
 use crate::policy::Policy;
 use crate::pool::Pool;
 use crate::pool::resident::Resident;
@@ -271,21 +270,10 @@ async fn initialize(inner: &Arc<ManagerInner>) -> Result<(), Error> {
         let mut failed = Vec::new();
         for (&i, result) in layer.iter().zip(results) {
             let node = &inner.nodes[i];
-            let source = Source {
-                key: node.erased.key(),
-                name: node.erased.name().map(Arc::from),
-            };
             match result {
-                Ok(()) => {
-                    node.erased.set_phase(Phase::Ready);
-                    inner.runtime.emit(Event::Initialized(source));
-                }
+                Ok(()) => node.erased.set_phase(Phase::Ready),
                 Err(err) => {
                     node.erased.set_phase(Phase::Failed);
-                    inner.runtime.emit(Event::InitFailed {
-                        source,
-                        error: err.to_string(),
-                    });
                     failed.push((i, err));
                 }
             }

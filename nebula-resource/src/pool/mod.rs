@@ -22,6 +22,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ pub use self::stats::PoolStats;
 use crate::context::CreateContext;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
-use crate::resource::Resource;
+use crate::resource::{Resource, reset_default_recycle_mark, take_default_recycle_mark};
 use crate::runtime::Runtime;
 use crate::telemetry::PoolMetrics;
 
@@ -147,6 +148,9 @@ pub(crate) struct Pool<R: Resource> {
     runtime: Arc<Runtime>,
     metrics: PoolMetrics,
     leaks: Option<Mutex<Slab<Checkout>>>,
+    /// Learned on the first release: the resource keeps the default `recycle`, so releases
+    /// skip it (and the allocation its future would need).
+    default_recycle: AtomicBool,
 }
 
 struct Checkout {
@@ -202,6 +206,7 @@ impl<R: Resource> Pool<R> {
             runtime,
             metrics,
             leaks,
+            default_recycle: AtomicBool::new(false),
         }
     }
 
@@ -269,7 +274,8 @@ impl<R: Resource> Pool<R> {
                         match sweeper {
                             Some(true) => {
                                 let pool = Arc::clone(self);
-                                self.runtime.spawn(async move { pool.sweep_expired().await });
+                                self.runtime
+                                    .spawn(async move { pool.sweep_expired().await });
                             }
                             Some(false) => self.sweep.notify_one(),
                             None => {}
@@ -335,7 +341,10 @@ impl<R: Resource> Pool<R> {
                 let mut expired = Vec::new();
                 let mut next: Option<Instant> = None;
                 for &key in &state.queue {
-                    if let Waiter::Waiting { deadline, since, .. } = &state.waiters[key] {
+                    if let Waiter::Waiting {
+                        deadline, since, ..
+                    } = &state.waiters[key]
+                    {
                         if *deadline <= now {
                             expired.push((key, *since));
                         } else {
@@ -349,7 +358,9 @@ impl<R: Resource> Pool<R> {
                     // waiters the error reports.
                     let stats = state.stats(self.settings.max_size);
                     let last = state.last_create_error.clone();
-                    state.queue.retain(|key| !expired.iter().any(|(k, _)| k == key));
+                    state
+                        .queue
+                        .retain(|key| !expired.iter().any(|(k, _)| k == key));
                     for (key, since) in expired {
                         let err = self.error(Error::timeout(
                             TimeoutPhase::Permit,
@@ -357,8 +368,9 @@ impl<R: Resource> Pool<R> {
                             Some(stats),
                             last.clone(),
                         ));
-                        if let Waiter::Waiting { waker: Some(waker), .. } =
-                            std::mem::replace(&mut state.waiters[key], Waiter::Served(Err(err)))
+                        if let Waiter::Waiting {
+                            waker: Some(waker), ..
+                        } = std::mem::replace(&mut state.waiters[key], Waiter::Served(Err(err)))
                         {
                             wakers.push(waker);
                         }
@@ -471,6 +483,10 @@ impl<R: Resource> Pool<R> {
             return;
         }
         slot.idle_since = now;
+        if self.default_recycle.load(Ordering::Relaxed) {
+            self.put_back(slot);
+            return;
+        }
         let pool = Arc::clone(&self);
         let mut recycle = Box::pin(async move {
             let recycled = AssertUnwindSafe(pool.resource.recycle(&mut slot.instance))
@@ -479,7 +495,12 @@ impl<R: Resource> Pool<R> {
             (slot, recycled)
         });
         let mut cx = Context::from_waker(Waker::noop());
-        match recycle.as_mut().poll(&mut cx) {
+        reset_default_recycle_mark();
+        let polled = recycle.as_mut().poll(&mut cx);
+        if take_default_recycle_mark() {
+            self.default_recycle.store(true, Ordering::Relaxed);
+        }
+        match polled {
             Poll::Ready((slot, recycled)) => self.after_recycle(slot, recycled),
             Poll::Pending => {
                 let limit = self.settings.recycle_timeout;

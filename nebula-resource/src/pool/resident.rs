@@ -88,8 +88,9 @@ impl<R: Resource> Resident<R> {
         self: &Arc<Self>,
         deadline: Option<Instant>,
     ) -> Result<(R::Instance, u64), Error> {
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.settings.acquire_timeout);
         let started = Instant::now();
+        let timeout = started + self.settings.acquire_timeout;
+        let deadline = deadline.map_or(timeout, |limit| limit.min(timeout));
         loop {
             if self.closed.load(Ordering::Acquire) || self.runtime.is_shutting_down() {
                 return Err(self.error(Error::shutting_down()));
