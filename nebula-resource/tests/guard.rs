@@ -121,6 +121,7 @@ async fn slow_recycle_finishes_on_the_release_worker() {
     assert_eq!(probe.created.load(Ordering::SeqCst), 1);
 }
 
+#[allow(unreachable_pub, reason = "items of a test module")]
 mod default_recycle {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
