@@ -240,7 +240,7 @@ impl ResourceManagerBuilder {
                         .insert(Arc::clone(name), i);
                 }
                 None => {
-                    by_type.insert(spec.type_id, i);
+                    by_type.push((spec.type_id, i));
                 }
             }
         }

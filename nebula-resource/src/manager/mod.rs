@@ -9,7 +9,6 @@ mod registration;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,30 +27,9 @@ use crate::resource::Resource;
 use crate::runtime::Runtime;
 use crate::status::{Phase, ResourceStatus, Status};
 
-/// `TypeId` is already a hash; feeding it through SipHash again only costs time on every
-/// acquire.
-#[derive(Default)]
-struct TypeIdHasher(u64);
-
-impl Hasher for TypeIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_ne_bytes(word);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = self.0.rotate_left(5) ^ value;
-    }
-}
-
-type TypeMap = HashMap<TypeId, usize, BuildHasherDefault<TypeIdHasher>>;
+/// Unnamed registrations by type. A linear scan of a few `TypeId`s is cheaper than hashing
+/// one on every acquire, for any registry of realistic size.
+type TypeMap = Vec<(TypeId, usize)>;
 
 /// One registration as the manager holds it.
 struct Node {
@@ -164,7 +142,13 @@ impl ResourceManager {
 
     fn index_of<R: Resource>(&self, name: Option<&str>) -> Option<usize> {
         match name {
-            None => self.inner.by_type.get(&TypeId::of::<R>()).copied(),
+            None => {
+                let wanted = TypeId::of::<R>();
+                self.inner
+                    .by_type
+                    .iter()
+                    .find_map(|&(type_id, i)| (type_id == wanted).then_some(i))
+            }
             Some(name) => self
                 .inner
                 .by_name

@@ -290,7 +290,22 @@ impl<R: Resource> Pool<R> {
                 Err((key, since)) => self.wait(key, since).await?,
             };
             let now = Instant::now();
-            if let Some(slot) = self.validate(slot, now, limit, &mut deadline).await? {
+            if slot.expired(now) || self.is_broken(&slot.instance) {
+                self.discard(slot);
+                continue;
+            }
+            let due = self
+                .settings
+                .validate_after_idle
+                .is_some_and(|after| now.saturating_duration_since(slot.idle_since) > after);
+            // The check's future is only built when a check is due: the fast path stays sync.
+            let checked = if due {
+                let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
+                self.check_idle(slot, now, deadline).await?
+            } else {
+                Some(slot)
+            };
+            if let Some(slot) = checked {
                 let leak_key = self.leaks.as_ref().map(|leaks| {
                     leaks.lock().insert(Checkout {
                         since: now,
@@ -394,26 +409,14 @@ impl<R: Resource> Pool<R> {
         }
     }
 
-    /// Decide whether `slot` may be handed out: not broken, not expired, and checked if it has
-    /// been idle too long. `Ok(None)` means it was discarded and the caller should try again.
-    async fn validate(
+    /// Check an instance idle longer than `validate_after_idle` before handing it out.
+    /// `Ok(None)` means it failed and was discarded; the caller should try again.
+    async fn check_idle(
         self: &Arc<Self>,
         slot: Slot<R>,
         now: Instant,
-        limit: Option<Instant>,
-        deadline: &mut Option<Instant>,
+        deadline: Instant,
     ) -> Result<Option<Slot<R>>, Error> {
-        if slot.expired(now) || self.is_broken(&slot.instance) {
-            self.discard(slot);
-            return Ok(None);
-        }
-        let Some(after) = self.settings.validate_after_idle else {
-            return Ok(Some(slot));
-        };
-        if now.saturating_duration_since(slot.idle_since) <= after {
-            return Ok(Some(slot));
-        }
-        let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
         // Held in a guard so that an acquire dropped mid-check discards the instance, whose state
         // is then unknown, instead of losing it.
         let mut checking = Checking {
