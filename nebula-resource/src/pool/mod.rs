@@ -285,11 +285,14 @@ impl<R: Resource> Pool<R> {
                     }
                 }
             };
-            let slot = match taken {
-                Ok(slot) => slot,
-                Err((key, since)) => self.wait(key, since).await?,
+            let (slot, waited_since) = match taken {
+                Ok(slot) => (slot, None),
+                Err((key, since)) => (self.wait(key).await?, Some(since)),
             };
             let now = Instant::now();
+            if let Some(since) = waited_since {
+                self.metrics.waited(now.saturating_duration_since(since));
+            }
             if slot.expired(now) || self.is_broken(&slot.instance) {
                 self.discard(slot);
                 continue;
@@ -329,15 +332,12 @@ impl<R: Resource> Pool<R> {
 
     /// Wait in the queue until served: an instance, a create error, a timeout from the
     /// sweeper, or shutdown.
-    async fn wait(self: &Arc<Self>, key: usize, since: Instant) -> Result<Slot<R>, Error> {
-        let served = Waiting {
+    fn wait(self: &Arc<Self>, key: usize) -> Waiting<'_, R> {
+        Waiting {
             pool: self,
             key,
             done: false,
         }
-        .await;
-        self.metrics.waited(since.elapsed());
-        served
     }
 
     /// The sweeper: one task per pool, alive only while waiters exist. It fails each waiter at
