@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind};
+use crate::events::Source;
 use crate::manager::{Handle, Registration};
 use crate::resource::Resource;
 
@@ -202,6 +203,20 @@ impl CreateContext {
                 )
                 .in_resource(self.key, self.name.as_deref())
             })
+    }
+
+    /// The event source naming this context's registration.
+    pub(crate) fn source(&self) -> Source {
+        Source {
+            key: self.key,
+            name: self.name.clone(),
+        }
+    }
+
+    /// Attribute `err` to the resource (key, name) and tenant of this context.
+    pub(crate) fn attribute(&self, err: Error) -> Error {
+        err.in_resource(self.key, self.name())
+            .for_tenant(self.tenant.as_ref().map(TenantId::as_str))
     }
 
     /// The tenant this instance is created for, if any.

@@ -7,8 +7,8 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Hook, Outcome, Probe, SLOW, TestConfig, TestResource, settle};
-use nebula_resource::{ErrorKind, Policy, PoolConfig, PoolStats, ResourceManager, TimeoutPhase};
+use common::{Hook, Outcome, Probe, SLOW, TestResource, settle};
+use nebula_resource::{ErrorKind, PoolConfig, PoolStats, ResourceManager, TimeoutPhase};
 
 const HOOKS: [Hook; 4] = [Hook::Create, Hook::Check, Hook::Recycle, Hook::Destroy];
 const OUTCOMES: [Outcome; 5] = [
@@ -67,23 +67,17 @@ async fn scenario(hook: Hook, outcome: Outcome) {
     let label = format!("{hook:?}/{outcome:?}");
     let probe = Probe::new();
     probe.set(hook, outcome);
-    let manager = ResourceManager::builder()
-        .register_with(
-            TestResource::new(&probe),
-            TestConfig::default(),
-            Policy::default().pool(
-                PoolConfig::default()
-                    .max_size(2)
-                    .create_timeout(Duration::from_millis(100))
-                    .recycle_timeout(Duration::from_millis(100))
-                    .acquire_timeout(Duration::from_millis(300))
-                    .validate_after_idle(Duration::from_millis(10))
-                    .maintenance_interval(Duration::from_secs(3600)),
-            ),
-        )
-        .build()
-        .await
-        .unwrap();
+    let manager = common::pool_manager(
+        &probe,
+        PoolConfig::default()
+            .max_size(2)
+            .create_timeout(Duration::from_millis(100))
+            .recycle_timeout(Duration::from_millis(100))
+            .acquire_timeout(Duration::from_millis(300))
+            .validate_after_idle(Duration::from_millis(10))
+            .maintenance_interval(Duration::from_secs(3600)),
+    )
+    .await;
 
     // 1. An acquire cancelled while its instance is being created.
     let cancelled = tokio::time::timeout(SLOW / 5, manager.acquire::<TestResource>()).await;
@@ -161,15 +155,7 @@ async fn every_hook_with_every_outcome_keeps_counts_exact() {
 #[tokio::test(start_paused = true)]
 async fn waiter_cancelled_after_being_served_passes_the_instance_on() {
     let probe = Probe::new();
-    let manager = ResourceManager::builder()
-        .register_with(
-            TestResource::new(&probe),
-            TestConfig::default(),
-            Policy::default().pool(PoolConfig::default().max_size(1)),
-        )
-        .build()
-        .await
-        .unwrap();
+    let manager = common::pool_manager(&probe, PoolConfig::default().max_size(1)).await;
     let held = manager.acquire::<TestResource>().await.unwrap();
     let mut first = Box::pin(manager.acquire::<TestResource>());
     let second = tokio::spawn({
@@ -199,15 +185,7 @@ async fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Ou
 #[tokio::test(start_paused = true)]
 async fn waiters_are_served_in_arrival_order() {
     let probe = Probe::new();
-    let manager = ResourceManager::builder()
-        .register_with(
-            TestResource::new(&probe),
-            TestConfig::default(),
-            Policy::default().pool(PoolConfig::default().max_size(1)),
-        )
-        .build()
-        .await
-        .unwrap();
+    let manager = common::pool_manager(&probe, PoolConfig::default().max_size(1)).await;
     let order = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let held = manager.acquire::<TestResource>().await.unwrap();
     let mut tasks = Vec::new();

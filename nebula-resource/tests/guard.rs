@@ -5,19 +5,11 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Hook, Outcome, Probe, TestConfig, TestResource, settle};
-use nebula_resource::{Policy, PoolConfig, ResourceManager};
+use common::{Hook, Outcome, Probe, TestResource, settle};
+use nebula_resource::{PoolConfig, ResourceManager};
 
 async fn manager(probe: &std::sync::Arc<Probe>, max: usize) -> ResourceManager {
-    ResourceManager::builder()
-        .register_with(
-            TestResource::new(probe),
-            TestConfig::default(),
-            Policy::default().pool(PoolConfig::default().max_size(max)),
-        )
-        .build()
-        .await
-        .unwrap()
+    common::pool_manager(probe, PoolConfig::default().max_size(max)).await
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,19 +6,11 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Hook, Outcome, Probe, TestConfig, TestResource, settle};
-use nebula_resource::{Event, Policy, PoolConfig, ResourceManager};
+use common::{Hook, Outcome, Probe, TestResource, settle};
+use nebula_resource::{Event, PoolConfig, ResourceManager};
 
 async fn manager(probe: &std::sync::Arc<Probe>, pool: PoolConfig) -> ResourceManager {
-    ResourceManager::builder()
-        .register_with(
-            TestResource::new(probe),
-            TestConfig::default(),
-            Policy::default().pool(pool),
-        )
-        .build()
-        .await
-        .unwrap()
+    common::pool_manager(probe, pool).await
 }
 
 async fn hold_n(manager: &ResourceManager, n: usize) {

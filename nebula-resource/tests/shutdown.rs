@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{Probe, TestConfig, TestResource, settle};
 use nebula_resource::{
-    Config, CreateContext, Dependencies, Error, ErrorKind, Event, Phase, Policy, PoolConfig,
-    Resource, ResourceManager, TimeoutPhase,
+    Config, CreateContext, Dependencies, Error, ErrorKind, Event, Phase, PoolConfig, Resource,
+    ResourceManager, TimeoutPhase,
 };
 use parking_lot::Mutex;
 
@@ -122,15 +122,7 @@ async fn shutdown_drains_dependents_before_dependencies() {
 #[tokio::test(start_paused = true)]
 async fn waiters_are_released_with_shutting_down() {
     let probe = Probe::new();
-    let manager = ResourceManager::builder()
-        .register_with(
-            TestResource::new(&probe),
-            TestConfig::default(),
-            Policy::default().pool(PoolConfig::default().max_size(1)),
-        )
-        .build()
-        .await
-        .unwrap();
+    let manager = common::pool_manager(&probe, PoolConfig::default().max_size(1)).await;
     let held = manager.acquire::<TestResource>().await.unwrap();
     let waiter = tokio::spawn({
         let manager = manager.clone();

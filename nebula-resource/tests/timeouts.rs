@@ -4,25 +4,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Hook, Outcome, Probe, TestConfig, TestResource};
-use nebula_resource::{ErrorKind, Policy, PoolConfig, ResourceManager, TimeoutPhase};
+use common::{Hook, Outcome, Probe, TestResource};
+use nebula_resource::{ErrorKind, PoolConfig, TimeoutPhase};
 
 #[tokio::test(start_paused = true)]
 async fn permit_timeout_reports_phase_wait_stats_and_last_create_error() {
     let probe = Probe::new();
-    let manager = ResourceManager::builder()
-        .register_with(
-            TestResource::new(&probe),
-            TestConfig::default(),
-            Policy::default().pool(
-                PoolConfig::default()
-                    .max_size(1)
-                    .acquire_timeout(Duration::from_millis(250)),
-            ),
-        )
-        .build()
-        .await
-        .unwrap();
+    let manager = common::pool_manager(
+        &probe,
+        PoolConfig::default()
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(250)),
+    )
+    .await;
 
     // A create that fails gives its error to the acquire it was made for...
     probe.set(Hook::Create, Outcome::Err);
@@ -75,19 +69,13 @@ async fn permit_timeout_reports_phase_wait_stats_and_last_create_error() {
 async fn hung_create_times_out_with_the_create_phase() {
     let probe = Probe::new();
     probe.set(Hook::Create, Outcome::Never);
-    let manager = ResourceManager::builder()
-        .register_with(
-            TestResource::new(&probe),
-            TestConfig::default(),
-            Policy::default().pool(
-                PoolConfig::default()
-                    .create_timeout(Duration::from_millis(100))
-                    .acquire_timeout(Duration::from_secs(1)),
-            ),
-        )
-        .build()
-        .await
-        .unwrap();
+    let manager = common::pool_manager(
+        &probe,
+        PoolConfig::default()
+            .create_timeout(Duration::from_millis(100))
+            .acquire_timeout(Duration::from_secs(1)),
+    )
+    .await;
     let err = manager.acquire::<TestResource>().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Create));
@@ -102,15 +90,7 @@ async fn hung_create_times_out_with_the_create_phase() {
 #[tokio::test(start_paused = true)]
 async fn context_deadline_caps_the_wait() {
     let probe = Probe::new();
-    let manager = ResourceManager::builder()
-        .register_with(
-            TestResource::new(&probe),
-            TestConfig::default(),
-            Policy::default().pool(PoolConfig::default().max_size(1)),
-        )
-        .build()
-        .await
-        .unwrap();
+    let manager = common::pool_manager(&probe, PoolConfig::default().max_size(1)).await;
     let _held = manager.acquire::<TestResource>().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(40);
     let ctx = nebula_resource::Context::tenant("acme").with_deadline(deadline);

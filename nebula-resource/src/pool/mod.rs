@@ -173,10 +173,7 @@ impl<R: Resource> Pool<R> {
         ctx: CreateContext,
         runtime: Arc<Runtime>,
     ) -> Self {
-        let source = Source {
-            key: R::KEY,
-            name: ctx.name().map(Arc::from),
-        };
+        let source = ctx.source();
         let metrics = PoolMetrics::new(R::KEY, ctx.name(), ctx.tenant().map(|t| t.as_str()));
         let leaks = settings.leak_threshold.map(|_| Mutex::new(Slab::new()));
         Self {
@@ -211,8 +208,7 @@ impl<R: Resource> Pool<R> {
     }
 
     fn error(&self, err: Error) -> Error {
-        err.in_resource(R::KEY, self.ctx.name())
-            .for_tenant(self.ctx.tenant().map(|t| t.as_str()))
+        self.ctx.attribute(err)
     }
 
     /// The pool's counts now.
@@ -639,18 +635,13 @@ impl<R: Resource> Pool<R> {
             armed: true,
         };
         let started = Instant::now();
-        let create = AssertUnwindSafe(self.resource.create(&self.config, &self.ctx)).catch_unwind();
-        let created = match tokio::time::timeout(self.settings.create_timeout, create).await {
-            Ok(Ok(Ok(instance))) => Ok(instance),
-            Ok(Ok(Err(err))) => Err(err),
-            Ok(Err(panic)) => Err(Error::panicked(ErrorKind::Create, "create", &*panic)),
-            Err(_) => Err(Error::timeout(
-                TimeoutPhase::Create,
-                self.settings.create_timeout,
-                None,
-                None,
-            )),
-        };
+        let created = create_instance(
+            &*self.resource,
+            &self.config,
+            &self.ctx,
+            self.settings.create_timeout,
+        )
+        .await;
         reservation.armed = false;
         if created.is_ok() {
             self.metrics.created(started.elapsed());
@@ -857,6 +848,21 @@ impl<R: Resource> Pool<R> {
             drop(state);
             self.drained.notify_waiters();
         }
+    }
+}
+
+/// Run `Resource::create` bounded by `timeout`, a panic caught as a create error.
+pub(crate) async fn create_instance<R: Resource>(
+    resource: &R,
+    config: &R::Config,
+    ctx: &CreateContext,
+    timeout: Duration,
+) -> Result<R::Instance, Error> {
+    let create = AssertUnwindSafe(resource.create(config, ctx)).catch_unwind();
+    match tokio::time::timeout(timeout, create).await {
+        Ok(Ok(created)) => created,
+        Ok(Err(panic)) => Err(Error::panicked(ErrorKind::Create, "create", &*panic)),
+        Err(_) => Err(Error::timeout(TimeoutPhase::Create, timeout, None, None)),
     }
 }
 

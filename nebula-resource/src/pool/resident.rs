@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::context::CreateContext;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
-use crate::pool::{PoolConfig, PoolStats};
+use crate::pool::{PoolConfig, PoolStats, create_instance};
 use crate::resource::Resource;
 use crate::runtime::Runtime;
 
@@ -58,10 +58,7 @@ impl<R: Resource> Resident<R> {
         ctx: CreateContext,
         runtime: Arc<Runtime>,
     ) -> Self {
-        let source = Source {
-            key: R::KEY,
-            name: ctx.name().map(Arc::from),
-        };
+        let source = ctx.source();
         Self {
             resource,
             config,
@@ -79,8 +76,7 @@ impl<R: Resource> Resident<R> {
     }
 
     fn error(&self, err: Error) -> Error {
-        err.in_resource(R::KEY, self.ctx.name())
-            .for_tenant(self.ctx.tenant().map(|t| t.as_str()))
+        self.ctx.attribute(err)
     }
 
     /// A handle to the resident instance, and its generation; creates it if there is none.
@@ -170,18 +166,13 @@ impl<R: Resource> Resident<R> {
 
     async fn create(self: &Arc<Self>) -> Result<(), Error> {
         self.counts.lock().creating += 1;
-        let create = AssertUnwindSafe(self.resource.create(&self.config, &self.ctx)).catch_unwind();
-        let created = match tokio::time::timeout(self.settings.create_timeout, create).await {
-            Ok(Ok(Ok(instance))) => Ok(instance),
-            Ok(Ok(Err(err))) => Err(err),
-            Ok(Err(panic)) => Err(Error::panicked(ErrorKind::Create, "create", &*panic)),
-            Err(_) => Err(Error::timeout(
-                TimeoutPhase::Create,
-                self.settings.create_timeout,
-                None,
-                None,
-            )),
-        };
+        let created = create_instance(
+            &*self.resource,
+            &self.config,
+            &self.ctx,
+            self.settings.create_timeout,
+        )
+        .await;
         let mut counts = self.counts.lock();
         counts.creating -= 1;
         match created {

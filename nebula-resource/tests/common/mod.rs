@@ -179,3 +179,19 @@ pub async fn settle() {
         tokio::task::yield_now().await;
     }
 }
+
+/// A manager with one `TestResource` pool configured by `pool`.
+pub async fn pool_manager(
+    probe: &Arc<Probe>,
+    pool: nebula_resource::PoolConfig,
+) -> nebula_resource::ResourceManager {
+    nebula_resource::ResourceManager::builder()
+        .register_with(
+            TestResource::new(probe),
+            TestConfig::default(),
+            nebula_resource::Policy::default().pool(pool),
+        )
+        .build()
+        .await
+        .expect("build a test pool")
+}
