@@ -89,10 +89,7 @@ impl<R: Resource> State<R> {
         match self.queue.pop_front() {
             Some(key) => {
                 self.in_use += 1;
-                match std::mem::replace(&mut self.waiters[key], Waiter::Served(Ok(slot))) {
-                    Waiter::Waiting { waker, .. } => waker,
-                    Waiter::Served(_) => None,
-                }
+                self.serve(key, Ok(slot))
             }
             None => {
                 self.idle.push_back(slot);
@@ -104,7 +101,13 @@ impl<R: Resource> State<R> {
     /// Fail the first waiter with `error`.
     fn fail_first(&mut self, error: Error) -> Option<Waker> {
         let key = self.queue.pop_front()?;
-        match std::mem::replace(&mut self.waiters[key], Waiter::Served(Err(error))) {
+        self.serve(key, Err(error))
+    }
+
+    /// Put `served` in waiter `key`'s cell (already out of the queue); returns the waker to call
+    /// once the lock is released.
+    fn serve(&mut self, key: usize, served: Result<Slot<R>, Error>) -> Option<Waker> {
+        match std::mem::replace(&mut self.waiters[key], Waiter::Served(served)) {
             Waiter::Waiting { waker, .. } => waker,
             Waiter::Served(_) => None,
         }
@@ -379,12 +382,7 @@ impl<R: Resource> Pool<R> {
                             Some(stats),
                             last.clone(),
                         ));
-                        if let Waiter::Waiting {
-                            waker: Some(waker), ..
-                        } = std::mem::replace(&mut state.waiters[key], Waiter::Served(Err(err)))
-                        {
-                            wakers.push(waker);
-                        }
+                        wakers.extend(state.serve(key, Err(err)));
                     }
                 }
                 state.sweeper = next;
@@ -924,18 +922,8 @@ impl<R: Resource> Drop for Waiting<'_, R> {
             }
             Waiter::Served(Ok(slot)) => {
                 // Handed to us after we gave up: pass it on, as if released.
-                state.in_use -= 1;
-                if state.closed {
-                    state.releasing += 1;
-                    drop(state);
-                    self.pool.destroy(slot.instance);
-                    return;
-                }
-                let waker = state.hand_off(slot);
                 drop(state);
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
+                self.pool.put_back(slot);
             }
             Waiter::Served(Err(_)) => {}
         }
