@@ -2,11 +2,44 @@
 # Run every test of the workspace: unit, integration and doc tests of every crate, then print
 # one closing line summing them all.
 #
-# The core's tests need no server. When a crate's tests need one (PostgreSQL, Redis, ...), this
-# script is where it is checked for and started, before the tests run; a test that needs a server
-# then fails, never skips, if the server is unreachable.
+# The core's tests need no server. The resource crates' tests need PostgreSQL, MariaDB and Redis
+# on loopback: this script checks each port and starts what is not listening (installing the
+# Debian package first when the server is not installed at all). A test that needs a server then
+# fails, never skips, if the server is unreachable.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ensure NAME PORT PACKAGE BINARY START-COMMAND...
+ensure() {
+    local name=$1 port=$2 package=$3 binary=$4
+    shift 4
+    if listening "$port"; then
+        return 0
+    fi
+    if ! command -v "$binary" >/dev/null 2>&1 && [ ! -x "$binary" ]; then
+        echo "== installing $name ($package)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package") ||
+            echo "!! could not install $package"
+    fi
+    echo "== starting $name on 127.0.0.1:$port"
+    "$@" || echo "!! could not start $name"
+    for _ in $(seq 1 60); do
+        listening "$port" && return 0
+        sleep 0.5
+    done
+    echo "!! $name is not listening on 127.0.0.1:$port; its tests will fail"
+}
+
+
+ensure PostgreSQL 5432 postgresql pg_ctlcluster \
+    sh -c 'pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start'
+ensure MariaDB 3306 mariadb-server /usr/sbin/mariadbd \
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+ensure Redis 6379 redis-server redis-server \
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

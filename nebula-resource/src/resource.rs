@@ -124,6 +124,12 @@ pub trait Resource: Send + Sync + Sized + 'static {
         let _ = instance;
         None
     }
+
+    /// Resource-specific counters shown in [`ResourceStatus::counters`](crate::ResourceStatus)
+    /// (a cache's hits and misses, say), read each time `status()` is called. Defaults to none.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 thread_local! {

@@ -53,6 +53,8 @@ pub struct ResourceStatus {
     pub dependencies: Vec<String>,
     /// The pool's counts now.
     pub pool: PoolStats,
+    /// The resource's own counters, from [`Resource::counters`](crate::Resource::counters).
+    pub counters: Vec<(&'static str, u64)>,
 }
 
 /// A snapshot of every registration of a manager, in initialization order.

@@ -263,6 +263,7 @@ impl ResourceManager {
                         .map(|&d| self.inner.nodes[d].label.clone())
                         .collect(),
                     pool: node.erased.stats(),
+                    counters: node.erased.counters(),
                 }
             })
             .collect();

@@ -65,6 +65,7 @@ pub(crate) trait Erased: Send + Sync {
     fn phase(&self) -> Phase;
     fn set_phase(&self, phase: Phase);
     fn stats(&self) -> PoolStats;
+    fn counters(&self) -> Vec<(&'static str, u64)>;
     fn init(&self) -> BoxFuture<'_, Result<(), Error>>;
     fn maintain(&self);
     fn maintenance_interval(&self) -> Option<std::time::Duration>;
@@ -100,6 +101,13 @@ impl<R: Resource> Erased for Registration<R> {
         match &self.backend {
             Backend::Pooled(pool) => pool.stats(),
             Backend::Resident(resident) => resident.stats(),
+        }
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        match &self.backend {
+            Backend::Pooled(pool) => pool.resource.counters(),
+            Backend::Resident(resident) => resident.resource.counters(),
         }
     }
 

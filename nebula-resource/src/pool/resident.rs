@@ -36,7 +36,7 @@ struct Counts {
 
 /// The shared part of a resident registration.
 pub(crate) struct Resident<R: Resource> {
-    resource: Arc<R>,
+    pub(crate) resource: Arc<R>,
     config: R::Config,
     settings: PoolConfig,
     ctx: CreateContext,

@@ -1,0 +1,3 @@
+//! postgres throughput benchmark (in progress).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! redis throughput benchmark (in progress).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! The cache resource for nebula-resource (in progress).

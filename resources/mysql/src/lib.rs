@@ -1,0 +1,1 @@
+//! The mysql resource for nebula-resource (in progress).

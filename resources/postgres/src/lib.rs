@@ -1,0 +1,1 @@
+//! The postgres resource for nebula-resource (in progress).

@@ -1,0 +1,1 @@
+//! The redis resource for nebula-resource (in progress).

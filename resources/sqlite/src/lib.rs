@@ -1,0 +1,1 @@
+//! The sqlite resource for nebula-resource (in progress).
