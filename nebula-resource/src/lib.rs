@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod context;
+pub mod credentials;
 pub mod error;
 pub mod events;
 mod guard;
@@ -14,6 +15,7 @@ pub mod status;
 mod telemetry;
 
 pub use crate::context::{Context, CreateContext, TenantId};
+pub use crate::credentials::{Secret, redact_url};
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutPhase};
 pub use crate::events::Event;
 pub use crate::guard::Guard;
