@@ -29,6 +29,12 @@ impl TenantId {
     /// [`ErrorKind::TenantRejected`] if `id` is empty, longer than [`MAX_TENANT_ID_LEN`] bytes, or
     /// holds a character other than ASCII letters, digits, `-`, `_`, `.`.
     pub fn new(id: &str) -> Result<Self, Error> {
+        Self::validate(id)?;
+        Ok(Self(Arc::from(id)))
+    }
+
+    /// Validate `id` without keeping it.
+    pub(crate) fn validate(id: &str) -> Result<(), Error> {
         let reject = |why: &str| Err(Error::other(ErrorKind::TenantRejected, why.to_owned()));
         if id.is_empty() {
             return reject("tenant id is empty");
@@ -47,11 +53,17 @@ impl TenantId {
                 "tenant id holds {bad:?}; only ASCII letters, digits, '-', '_' and '.' are allowed"
             ));
         }
-        Ok(Self(Arc::from(id)))
+        Ok(())
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }
@@ -210,6 +222,7 @@ impl CreateContext {
         Source {
             key: self.key,
             name: self.name.clone(),
+            tenant: self.tenant.clone(),
         }
     }
 

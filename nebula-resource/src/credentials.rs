@@ -62,14 +62,7 @@ impl From<&str> for Secret {
 }
 
 /// Query parameters whose values [`redact_url`] hides.
-const SECRET_PARAMS: [&str; 6] = [
-    "password",
-    "pass",
-    "pwd",
-    "secret",
-    "token",
-    "sslpassword",
-];
+const SECRET_PARAMS: [&str; 6] = ["password", "pass", "pwd", "secret", "token", "sslpassword"];
 
 /// A connection string fit for a message: the password of the userinfo part
 /// (`scheme://user:password@host`) and the values of query parameters such as `password=` or

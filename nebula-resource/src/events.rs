@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::context::TenantId;
+
 /// Which registration an event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -14,6 +16,8 @@ pub struct Source {
     pub key: &'static str,
     /// The registration name, for `register_named`.
     pub name: Option<Arc<str>>,
+    /// The tenant, for a per-tenant registration's pool.
+    pub tenant: Option<TenantId>,
 }
 
 /// Something that happened to a resource.
@@ -37,6 +41,17 @@ pub enum Event {
         source: Source,
         /// How long the guard had been held when it was noticed.
         held: Duration,
+    },
+    /// A tenant's pool was created, on its first acquire. `source.tenant` names the tenant.
+    TenantPoolCreated {
+        /// The registration and tenant.
+        source: Source,
+    },
+    /// A tenant's pool was evicted (idle past `tenant_idle_ttl`, or beyond `max_tenants`); it
+    /// drains gracefully.
+    TenantPoolEvicted {
+        /// The registration and tenant.
+        source: Source,
     },
     /// `shutdown` began.
     ShutdownStarted,

@@ -13,6 +13,7 @@ pub mod resource;
 mod runtime;
 pub mod status;
 mod telemetry;
+pub mod tenancy;
 
 pub use crate::context::{Context, CreateContext, TenantId};
 pub use crate::credentials::{Secret, redact_url};
@@ -24,3 +25,4 @@ pub use crate::policy::Policy;
 pub use crate::pool::{PoolConfig, PoolStats, QueueOrder};
 pub use crate::resource::{Config, Dependencies, Resource, Topology};
 pub use crate::status::{Phase, ResourceStatus, Status};
+pub use crate::tenancy::{Tenancy, TenantStatus};

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::pool::PoolStats;
 use crate::resource::Topology;
+use crate::tenancy::TenantStatus;
 
 /// Where a registration is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +56,9 @@ pub struct ResourceStatus {
     pub pool: PoolStats,
     /// The resource's own counters, from [`Resource::counters`](crate::Resource::counters).
     pub counters: Vec<(&'static str, u64)>,
+    /// For a per-tenant registration, each live tenant pool and its counts (ordered by tenant);
+    /// `pool` is then their sum. Empty otherwise.
+    pub tenants: Vec<TenantStatus>,
 }
 
 /// A snapshot of every registration of a manager, in initialization order.

@@ -14,7 +14,7 @@ use super::dag::{self, NodeSpec};
 use super::maintenance;
 use super::registration::{Backend, Erased, Registration};
 use super::{ManagerInner, Node, ResourceManager, TypeMap};
-use crate::context::{CreateContext, DependencyMap};
+use crate::context::{CreateContext, DependencyMap, TenantId};
 use crate::error::{Error, ErrorKind};
 use crate::policy::Policy;
 use crate::pool::Pool;
@@ -22,6 +22,7 @@ use crate::pool::resident::Resident;
 use crate::resource::{Config, Resource, Topology};
 use crate::runtime::Runtime;
 use crate::status::Phase;
+use crate::tenancy::{Resolver, Tenancy, TenantPools};
 
 /// How long a failed `build()` waits for what it created to be destroyed.
 const FAILED_BUILD_DRAIN: Duration = Duration::from_secs(10);
@@ -43,9 +44,15 @@ trait Entry: Send {
 
 struct Typed<R: Resource> {
     resource: R,
-    config: R::Config,
+    setup: Setup<R>,
     policy: Policy,
     name: Option<Arc<str>>,
+}
+
+/// One config for the registration, or one per tenant.
+enum Setup<R: Resource> {
+    Shared(R::Config),
+    PerTenant(Box<Resolver<R>>, Tenancy),
 }
 
 impl<R: Resource> Entry for Typed<R> {
@@ -59,14 +66,26 @@ impl<R: Resource> Entry for Typed<R> {
     }
 
     fn validate(&self) -> Result<(), Error> {
-        let validated = std::panic::catch_unwind(AssertUnwindSafe(|| self.config.validate()))
-            .unwrap_or_else(|panic| {
-                Err(Error::panicked(
-                    ErrorKind::Config,
-                    "Config::validate",
-                    &*panic,
-                ))
-            });
+        let validated = match &self.setup {
+            Setup::Shared(config) => {
+                std::panic::catch_unwind(AssertUnwindSafe(|| config.validate())).unwrap_or_else(
+                    |panic| {
+                        Err(Error::panicked(
+                            ErrorKind::Config,
+                            "Config::validate",
+                            &*panic,
+                        ))
+                    },
+                )
+            }
+            // Each tenant's config is validated when its pool is created.
+            Setup::PerTenant(_, tenancy) if R::TOPOLOGY == Topology::Pooled => tenancy.validate(),
+            Setup::PerTenant(..) => Err(Error::config(
+                "topology",
+                "a per-tenant registration needs a Pooled resource; register a Resident one \
+                 once per tenant with `register_named`",
+            )),
+        };
         validated
             .and_then(|()| self.policy.validate())
             .map_err(|err| err.in_resource(R::KEY, self.name.as_deref()))
@@ -77,23 +96,35 @@ impl<R: Resource> Entry for Typed<R> {
         dependencies: Arc<DependencyMap>,
         runtime: &Arc<Runtime>,
     ) -> Instantiated {
-        let ctx = CreateContext::new(R::KEY, self.name.clone(), None, dependencies);
         let resource = Arc::new(self.resource);
-        let backend = match R::TOPOLOGY {
-            Topology::Pooled => Backend::Pooled(Arc::new(Pool::new(
+        let backend = match (self.setup, R::TOPOLOGY) {
+            (Setup::PerTenant(resolver, tenancy), _) => {
+                Backend::PerTenant(Arc::new(TenantPools::new(
+                    resource,
+                    resolver,
+                    self.policy.pool,
+                    &tenancy,
+                    self.name.clone(),
+                    dependencies,
+                    Arc::clone(runtime),
+                )))
+            }
+            (Setup::Shared(config), Topology::Pooled) => Backend::Pooled(Arc::new(Pool::new(
                 resource,
-                self.config,
+                config,
                 self.policy.pool,
-                ctx,
+                CreateContext::new(R::KEY, self.name.clone(), None, dependencies),
                 Arc::clone(runtime),
             ))),
-            Topology::Resident => Backend::Resident(Arc::new(Resident::new(
-                resource,
-                self.config,
-                self.policy.pool,
-                ctx,
-                Arc::clone(runtime),
-            ))),
+            (Setup::Shared(config), Topology::Resident) => {
+                Backend::Resident(Arc::new(Resident::new(
+                    resource,
+                    config,
+                    self.policy.pool,
+                    CreateContext::new(R::KEY, self.name.clone(), None, dependencies),
+                    Arc::clone(runtime),
+                )))
+            }
         };
         let registration = Arc::new(Registration::new(self.name, backend));
         (Arc::clone(&registration) as Arc<dyn Erased>, registration)
@@ -154,6 +185,66 @@ impl ResourceManagerBuilder {
         self.push(resource, config, policy, Some(name.into()))
     }
 
+    /// Register `resource` with a pool per tenant: `resolver` maps a tenant to its own config
+    /// (its connection string, credentials, database) when the tenant first acquires in a
+    /// [`Context::tenant`](crate::Context::tenant) context. Default [`Policy`] (each tenant's
+    /// pool gets its `PoolConfig`) and default [`Tenancy`].
+    ///
+    /// A resolver error, a panic in it, or a config that fails `validate` rejects that tenant's
+    /// acquires with [`ErrorKind::TenantRejected`] naming the tenant; other tenants are not
+    /// affected. Only [`Topology::Pooled`] resources can be registered per tenant.
+    ///
+    /// ```
+    /// # use nebula_resource::{Config, CreateContext, Error, Resource, ResourceManager};
+    /// # #[derive(Clone)] struct DbConfig { url: String }
+    /// # impl Config for DbConfig {}
+    /// # struct Db;
+    /// # impl Resource for Db {
+    /// #     type Config = DbConfig; type Instance = String; const KEY: &'static str = "db";
+    /// #     async fn create(&self, c: &DbConfig, _: &CreateContext) -> Result<String, Error> { Ok(c.url.clone()) }
+    /// # }
+    /// # async fn run() -> Result<(), Error> {
+    /// use nebula_resource::{Context, TenantId};
+    /// let manager = ResourceManager::builder()
+    ///     .register_per_tenant(Db, |tenant: &TenantId| {
+    ///         Ok(DbConfig { url: format!("postgres://127.0.0.1/{}", tenant.as_str()) })
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// let conn = manager.acquire_in::<Db>(&Context::tenant("acme")).await?;
+    /// assert_eq!(*conn, "postgres://127.0.0.1/acme");
+    /// # Ok(()) }
+    /// ```
+    pub fn register_per_tenant<R, F>(self, resource: R, resolver: F) -> Self
+    where
+        R: Resource,
+        F: Fn(&TenantId) -> Result<R::Config, Error> + Send + Sync + 'static,
+    {
+        self.register_per_tenant_with(resource, resolver, Policy::default(), Tenancy::default())
+    }
+
+    /// [`register_per_tenant`](Self::register_per_tenant) with a [`Policy`] for every tenant's
+    /// pool and [`Tenancy`] bounds (`max_tenants`, `tenant_idle_ttl`).
+    pub fn register_per_tenant_with<R, F>(
+        mut self,
+        resource: R,
+        resolver: F,
+        policy: Policy,
+        tenancy: Tenancy,
+    ) -> Self
+    where
+        R: Resource,
+        F: Fn(&TenantId) -> Result<R::Config, Error> + Send + Sync + 'static,
+    {
+        self.entries.push(Box::new(Typed {
+            resource,
+            setup: Setup::PerTenant(Box::new(resolver), tenancy),
+            policy,
+            name: None,
+        }));
+        self
+    }
+
     fn push<R: Resource>(
         mut self,
         resource: R,
@@ -163,7 +254,7 @@ impl ResourceManagerBuilder {
     ) -> Self {
         self.entries.push(Box::new(Typed {
             resource,
-            config,
+            setup: Setup::Shared(config),
             policy,
             name: name.map(Arc::from),
         }));

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 pub use self::builder::ResourceManagerBuilder;
 use self::registration::Erased;
 pub(crate) use self::registration::Registration;
-use crate::context::{Context, TenantId};
+use crate::context::Context;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::Event;
 use crate::guard::Guard;
@@ -206,11 +206,7 @@ impl ResourceManager {
     ///
     /// As [`acquire`](Self::acquire).
     pub async fn acquire_in<R: Resource>(&self, ctx: &Context) -> Result<Guard<R>, Error> {
-        if let Some(tenant) = ctx.tenant_id() {
-            TenantId::new(tenant)
-                .map_err(|err| err.in_resource(R::KEY, None).for_tenant(Some(tenant)))?;
-        }
-        self.registration::<R>(None)?.acquire(ctx.deadline()).await
+        self.registration::<R>(None)?.acquire_in(ctx).await
     }
 
     /// A typed handle to the unnamed registration of `R`: cheap to clone, no lookup per acquire.
@@ -264,6 +260,7 @@ impl ResourceManager {
                         .collect(),
                     pool: node.erased.stats(),
                     counters: node.erased.counters(),
+                    tenants: node.erased.tenants(),
                 }
             })
             .collect();
@@ -369,13 +366,7 @@ impl<R: Resource> Handle<R> {
     ///
     /// As [`ResourceManager::acquire`].
     pub async fn acquire_in(&self, ctx: &Context) -> Result<Guard<R>, Error> {
-        if let Some(tenant) = ctx.tenant_id() {
-            TenantId::new(tenant).map_err(|err| {
-                err.in_resource(R::KEY, self.name())
-                    .for_tenant(Some(tenant))
-            })?;
-        }
-        self.registration.acquire(ctx.deadline()).await
+        self.registration.acquire_in(ctx).await
     }
 
     /// The registration name, if any.

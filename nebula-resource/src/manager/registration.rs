@@ -8,18 +8,21 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::time::Instant;
 
-use crate::error::Error;
+use crate::context::{Context, TenantId};
+use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
 use crate::pool::resident::Resident;
 use crate::pool::{Pool, PoolStats};
 use crate::resource::{Resource, Topology};
 use crate::status::Phase;
+use crate::tenancy::{TenantPools, TenantStatus};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub(crate) enum Backend<R: Resource> {
     Pooled(Arc<Pool<R>>),
     Resident(Arc<Resident<R>>),
+    PerTenant(Arc<TenantPools<R>>),
 }
 
 /// A registration of resource `R`.
@@ -49,6 +52,39 @@ impl<R: Resource> Registration<R> {
                 let (instance, generation) = resident.acquire(limit).await?;
                 Ok(Guard::resident(Arc::clone(resident), instance, generation))
             }
+            Backend::PerTenant(_) => Err(Error::other(
+                ErrorKind::TenantRejected,
+                "registered per tenant: acquire it in a tenant context (`acquire_in`)",
+            )
+            .in_resource(R::KEY, self.name.as_deref())),
+        }
+    }
+
+    /// Acquire in `ctx`: from the tenant's own pool for a per-tenant registration; otherwise
+    /// the tenant id is validated and the shared pool serves it. Never past `ctx`'s deadline.
+    pub(crate) async fn acquire_in(&self, ctx: &Context) -> Result<Guard<R>, Error> {
+        let limit = ctx.deadline();
+        match (&self.backend, ctx.tenant_id()) {
+            (Backend::PerTenant(tenants), Some(tenant)) => {
+                let (pool, acquired) = tenants.acquire(tenant, limit).await?;
+                Ok(Guard::pooled(pool, acquired))
+            }
+            (_, Some(tenant)) => {
+                TenantId::validate(tenant).map_err(|err| {
+                    err.in_resource(R::KEY, self.name.as_deref())
+                        .for_tenant(Some(tenant))
+                })?;
+                self.acquire(limit).await
+            }
+            (_, None) => self.acquire(limit).await,
+        }
+    }
+
+    /// The tenant pools of a per-tenant registration, each with its counts.
+    pub(crate) fn tenants(&self) -> Vec<TenantStatus> {
+        match &self.backend {
+            Backend::PerTenant(tenants) => tenants.tenants(),
+            _ => Vec::new(),
         }
     }
 
@@ -65,6 +101,7 @@ pub(crate) trait Erased: Send + Sync {
     fn phase(&self) -> Phase;
     fn set_phase(&self, phase: Phase);
     fn stats(&self) -> PoolStats;
+    fn tenants(&self) -> Vec<TenantStatus>;
     fn counters(&self) -> Vec<(&'static str, u64)>;
     fn init(&self) -> BoxFuture<'_, Result<(), Error>>;
     fn maintain(&self);
@@ -86,6 +123,7 @@ impl<R: Resource> Erased for Registration<R> {
         match self.backend {
             Backend::Pooled(_) => Topology::Pooled,
             Backend::Resident(_) => Topology::Resident,
+            Backend::PerTenant(_) => Topology::Pooled,
         }
     }
 
@@ -101,13 +139,19 @@ impl<R: Resource> Erased for Registration<R> {
         match &self.backend {
             Backend::Pooled(pool) => pool.stats(),
             Backend::Resident(resident) => resident.stats(),
+            Backend::PerTenant(tenants) => tenants.stats(),
         }
+    }
+
+    fn tenants(&self) -> Vec<TenantStatus> {
+        Registration::tenants(self)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
         match &self.backend {
             Backend::Pooled(pool) => pool.resource.counters(),
             Backend::Resident(resident) => resident.resource.counters(),
+            Backend::PerTenant(tenants) => tenants.resource().counters(),
         }
     }
 
@@ -116,19 +160,24 @@ impl<R: Resource> Erased for Registration<R> {
             match &self.backend {
                 Backend::Pooled(pool) => pool.warm_up().await,
                 Backend::Resident(resident) => resident.init().await,
+                // Tenant pools are created on first use.
+                Backend::PerTenant(_) => Ok(()),
             }
         })
     }
 
     fn maintain(&self) {
-        if let Backend::Pooled(pool) = &self.backend {
-            pool.maintain();
+        match &self.backend {
+            Backend::Pooled(pool) => pool.maintain(),
+            Backend::PerTenant(tenants) => tenants.maintain(),
+            Backend::Resident(_) => {}
         }
     }
 
     fn maintenance_interval(&self) -> Option<std::time::Duration> {
         match &self.backend {
             Backend::Pooled(pool) => Some(pool.settings.maintenance_interval),
+            Backend::PerTenant(tenants) => Some(tenants.maintenance_interval()),
             Backend::Resident(_) => None,
         }
     }
@@ -137,6 +186,7 @@ impl<R: Resource> Erased for Registration<R> {
         match &self.backend {
             Backend::Pooled(pool) => pool.close(),
             Backend::Resident(resident) => resident.close(),
+            Backend::PerTenant(tenants) => tenants.close(),
         }
     }
 
@@ -145,6 +195,7 @@ impl<R: Resource> Erased for Registration<R> {
             match &self.backend {
                 Backend::Pooled(pool) => pool.drained(deadline).await,
                 Backend::Resident(resident) => resident.drained(deadline).await,
+                Backend::PerTenant(tenants) => tenants.drained(deadline).await,
             }
         })
     }

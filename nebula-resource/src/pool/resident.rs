@@ -224,11 +224,11 @@ impl<R: Resource> Resident<R> {
     pub(crate) fn release(&self, generation: u64, tainted: bool) {
         if tainted {
             let mut current = self.current.lock();
-            if current.as_ref().is_some_and(|c| c.generation == generation) {
-                if let Some(old) = current.take() {
-                    drop(current);
-                    self.retire(old.instance);
-                }
+            if current.as_ref().is_some_and(|c| c.generation == generation)
+                && let Some(old) = current.take()
+            {
+                drop(current);
+                self.retire(old.instance);
             }
         }
         if self.in_use.fetch_sub(1, Ordering::AcqRel) == 1 && self.closed.load(Ordering::Acquire) {

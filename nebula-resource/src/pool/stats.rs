@@ -30,6 +30,22 @@ pub struct PoolStats {
     pub timeouts: u64,
 }
 
+impl PoolStats {
+    /// Add `other`'s counts to these (the sum over several pools); `max_size` is kept.
+    pub(crate) fn add(&mut self, other: &PoolStats) {
+        self.size += other.size;
+        self.idle += other.idle;
+        self.in_use += other.in_use;
+        self.waiters += other.waiters;
+        self.creating += other.creating;
+        self.releasing += other.releasing;
+        self.created += other.created;
+        self.destroyed += other.destroyed;
+        self.create_errors += other.create_errors;
+        self.timeouts += other.timeouts;
+    }
+}
+
 impl fmt::Display for PoolStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -1,0 +1,371 @@
+//! Per-tenant pools: one ordinary [`Pool`] per tenant, created on first use from the tenant's
+//! own config, kept in a moka cache bounded by [`Tenancy::max_tenants`] and evicted after
+//! [`Tenancy::tenant_idle_ttl`] without acquires.
+//!
+//! An evicted pool is closed and drains gracefully: its idle instances are destroyed at once, and
+//! instances in use are destroyed when their guards drop. An acquire that raced with the eviction
+//! (it took the pool just before it closed) is retried on the tenant's new pool, so eviction never
+//! fails an acquire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::context::{CreateContext, DependencyMap, TenantId};
+use crate::error::{Error, ErrorKind};
+use crate::events::{Event, Source};
+use crate::pool::{Acquired, Pool, PoolConfig, PoolStats};
+use crate::resource::{Config, Resource};
+use crate::runtime::Runtime;
+
+/// Largest accepted [`Tenancy::max_tenants`].
+pub const MAX_TENANTS: u64 = 10_000_000;
+
+/// Maps a tenant to its config: its connection string, credentials, database.
+pub(crate) type Resolver<R> =
+    dyn Fn(&TenantId) -> Result<<R as Resource>::Config, Error> + Send + Sync + 'static;
+
+/// Settings of a per-tenant registration, built by value from [`Tenancy::default`]:
+///
+/// ```
+/// use std::time::Duration;
+/// use nebula_resource::Tenancy;
+/// let tenancy = Tenancy::default()
+///     .max_tenants(500)
+///     .tenant_idle_ttl(Duration::from_secs(300));
+/// assert_eq!(tenancy.get_max_tenants(), 500);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tenancy {
+    max_tenants: u64,
+    tenant_idle_ttl: Duration,
+}
+
+impl Default for Tenancy {
+    fn default() -> Self {
+        Self {
+            max_tenants: 1_000,
+            tenant_idle_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Tenancy {
+    /// Most tenant pools kept at once; beyond it the least recently used pool is evicted (and
+    /// drains gracefully). Default 1000; 1 to [`MAX_TENANTS`].
+    #[must_use]
+    pub fn max_tenants(mut self, max_tenants: u64) -> Self {
+        self.max_tenants = max_tenants;
+        self
+    }
+
+    /// A tenant pool without an acquire for this long is evicted (and drains gracefully).
+    /// Default 10 minutes; at least 1 ms.
+    #[must_use]
+    pub fn tenant_idle_ttl(mut self, ttl: Duration) -> Self {
+        self.tenant_idle_ttl = ttl;
+        self
+    }
+
+    /// The configured [`max_tenants`](Self::max_tenants).
+    pub fn get_max_tenants(&self) -> u64 {
+        self.max_tenants
+    }
+
+    /// The configured [`tenant_idle_ttl`](Self::tenant_idle_ttl).
+    pub fn get_tenant_idle_ttl(&self) -> Duration {
+        self.tenant_idle_ttl
+    }
+
+    /// Check the settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](ErrorKind::Config) error naming `tenancy.max_tenants` or
+    /// `tenancy.tenant_idle_ttl` when out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_tenants == 0 || self.max_tenants > MAX_TENANTS {
+            return Err(Error::config(
+                "tenancy.max_tenants",
+                format!(
+                    "must be between 1 and {MAX_TENANTS}, got {}",
+                    self.max_tenants
+                ),
+            ));
+        }
+        if self.tenant_idle_ttl < Duration::from_millis(1) {
+            return Err(Error::config(
+                "tenancy.tenant_idle_ttl",
+                format!("must be at least 1ms, got {:?}", self.tenant_idle_ttl),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One tenant's pool in a [`Status`](crate::Status).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TenantStatus {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Its pool's counts now.
+    pub pool: PoolStats,
+}
+
+/// The pools of one per-tenant registration.
+pub(crate) struct TenantPools<R: Resource> {
+    resource: Arc<R>,
+    resolver: Box<Resolver<R>>,
+    settings: PoolConfig,
+    name: Option<Arc<str>>,
+    dependencies: Arc<DependencyMap>,
+    runtime: Arc<Runtime>,
+    pools: moka::sync::Cache<TenantId, Arc<Pool<R>>>,
+    /// Evicted pools whose instances are not all destroyed yet.
+    draining: Arc<Mutex<Vec<Arc<Pool<R>>>>>,
+    /// Serializes the creation of one tenant's pool with the resolver call.
+    creating: Mutex<()>,
+}
+
+impl<R: Resource> TenantPools<R> {
+    pub(crate) fn new(
+        resource: Arc<R>,
+        resolver: Box<Resolver<R>>,
+        settings: PoolConfig,
+        tenancy: &Tenancy,
+        name: Option<Arc<str>>,
+        dependencies: Arc<DependencyMap>,
+        runtime: Arc<Runtime>,
+    ) -> Self {
+        let draining: Arc<Mutex<Vec<Arc<Pool<R>>>>> = Arc::default();
+        let listener = {
+            let draining = Arc::clone(&draining);
+            let runtime = Arc::clone(&runtime);
+            let name = name.clone();
+            move |tenant: Arc<TenantId>,
+                  pool: Arc<Pool<R>>,
+                  cause: moka::notification::RemovalCause| {
+                if matches!(cause, moka::notification::RemovalCause::Replaced) {
+                    return;
+                }
+                tracing::debug!(resource = R::KEY, tenant = %tenant, ?cause, "tenant pool evicted; draining");
+                pool.close();
+                runtime.emit(Event::TenantPoolEvicted {
+                    source: Source {
+                        key: R::KEY,
+                        name: name.clone(),
+                        tenant: Some((*tenant).clone()),
+                    },
+                });
+                let mut draining = draining.lock();
+                draining.retain(|p| p.stats().size > 0);
+                if pool.stats().size > 0 && !draining.iter().any(|p| Arc::ptr_eq(p, &pool)) {
+                    draining.push(pool);
+                }
+            }
+        };
+        // LRU, not moka's default TinyLFU: TinyLFU may refuse a new tenant's pool at insertion
+        // when the cache is full of frequently used ones, closing it under its first acquire.
+        let pools = moka::sync::Cache::builder()
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .max_capacity(tenancy.max_tenants)
+            .time_to_idle(tenancy.tenant_idle_ttl)
+            .eviction_listener(listener)
+            .build();
+        Self {
+            resource,
+            resolver,
+            settings,
+            name,
+            dependencies,
+            runtime,
+            pools,
+            draining,
+            creating: Mutex::new(()),
+        }
+    }
+
+    fn source(&self, tenant: &TenantId) -> Source {
+        Source {
+            key: R::KEY,
+            name: self.name.clone(),
+            tenant: Some(tenant.clone()),
+        }
+    }
+
+    /// The tenant's pool, created (config resolved and validated) on first use.
+    fn pool(&self, tenant: &str) -> Result<Arc<Pool<R>>, Error> {
+        if let Some(pool) = self.pools.get(tenant) {
+            return Ok(pool);
+        }
+        let reject = |err: Error| {
+            Error::other(ErrorKind::TenantRejected, err.to_string())
+                .in_resource(R::KEY, self.name.as_deref())
+                .for_tenant(Some(tenant))
+        };
+        let id = TenantId::new(tenant).map_err(|err| {
+            err.in_resource(R::KEY, self.name.as_deref())
+                .for_tenant(Some(tenant))
+        })?;
+        // One resolver call per new tenant, however many acquires race for it.
+        let _creating = self.creating.lock();
+        if let Some(pool) = self.pools.get(tenant) {
+            return Ok(pool);
+        }
+        let resolved =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.resolver)(&id)))
+                .unwrap_or_else(|panic| {
+                    Err(Error::panicked(
+                        ErrorKind::TenantRejected,
+                        "the tenant resolver",
+                        &*panic,
+                    ))
+                });
+        let config = resolved.map_err(reject)?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.validate()))
+            .unwrap_or_else(|panic| {
+                Err(Error::panicked(
+                    ErrorKind::Config,
+                    "Config::validate",
+                    &*panic,
+                ))
+            })
+            .map_err(reject)?;
+        let ctx = CreateContext::new(
+            R::KEY,
+            self.name.clone(),
+            Some(id.clone()),
+            Arc::clone(&self.dependencies),
+        );
+        let pool = Arc::new(Pool::new(
+            Arc::clone(&self.resource),
+            config,
+            self.settings.clone(),
+            ctx,
+            Arc::clone(&self.runtime),
+        ));
+        self.pools.insert(id.clone(), Arc::clone(&pool));
+        tracing::debug!(resource = R::KEY, tenant = %id, "tenant pool created");
+        self.runtime.emit(Event::TenantPoolCreated {
+            source: self.source(&id),
+        });
+        Ok(pool)
+    }
+
+    /// Acquire from `tenant`'s pool, creating it on first use.
+    pub(crate) async fn acquire(
+        &self,
+        tenant: &str,
+        limit: Option<Instant>,
+    ) -> Result<(Arc<Pool<R>>, Acquired<R>), Error> {
+        // Each retry follows an eviction of this tenant's pool, which needs a full idle TTL or
+        // a burst of other tenants: a handful of rounds is already pathological.
+        for _ in 0..8 {
+            if self.runtime.is_shutting_down() {
+                return Err(Error::shutting_down()
+                    .in_resource(R::KEY, self.name.as_deref())
+                    .for_tenant(Some(tenant)));
+            }
+            let pool = self.pool(tenant)?;
+            match pool.acquire(limit).await {
+                Ok(acquired) => return Ok((pool, acquired)),
+                // The pool was evicted under this acquire: take the tenant's new one.
+                Err(err)
+                    if err.kind() == ErrorKind::ShuttingDown
+                        && !self.runtime.is_shutting_down() =>
+                {
+                    tracing::debug!(
+                        resource = R::KEY,
+                        tenant,
+                        "tenant pool evicted during an acquire; retrying"
+                    );
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::other(
+            ErrorKind::Unavailable,
+            "the tenant's pool was evicted during eight acquires in a row",
+        )
+        .in_resource(R::KEY, self.name.as_deref())
+        .for_tenant(Some(tenant)))
+    }
+
+    /// Every live tenant pool with its tenant, pending evictions processed first.
+    fn live(&self) -> Vec<(Arc<TenantId>, Arc<Pool<R>>)> {
+        self.pools.run_pending_tasks();
+        self.pools.iter().collect()
+    }
+
+    pub(crate) fn tenants(&self) -> Vec<TenantStatus> {
+        let mut tenants: Vec<TenantStatus> = self
+            .live()
+            .into_iter()
+            .map(|(tenant, pool)| TenantStatus {
+                tenant: (*tenant).clone(),
+                pool: pool.stats(),
+            })
+            .collect();
+        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        tenants
+    }
+
+    /// The sum of every tenant pool's counts, draining ones included.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let mut total = PoolStats {
+            max_size: self.settings.max_size,
+            ..PoolStats::default()
+        };
+        let draining: Vec<Arc<Pool<R>>> = self.draining.lock().clone();
+        for pool in self.live().into_iter().map(|(_, p)| p).chain(draining) {
+            total.add(&pool.stats());
+        }
+        total
+    }
+
+    pub(crate) fn resource(&self) -> &R {
+        &self.resource
+    }
+
+    pub(crate) fn maintenance_interval(&self) -> Duration {
+        self.settings.maintenance_interval
+    }
+
+    /// Maintenance pass: process evictions, then maintain every live pool.
+    pub(crate) fn maintain(&self) {
+        for (_, pool) in self.live() {
+            pool.maintain();
+        }
+        self.draining.lock().retain(|p| p.stats().size > 0);
+    }
+
+    pub(crate) fn close(&self) {
+        let live = self.live();
+        {
+            let mut draining = self.draining.lock();
+            for (_, pool) in live {
+                pool.close();
+                draining.push(pool);
+            }
+        }
+        self.pools.invalidate_all();
+        self.pools.run_pending_tasks();
+    }
+
+    pub(crate) async fn drained(&self, deadline: Instant) -> Result<(), PoolStats> {
+        let pools: Vec<Arc<Pool<R>>> = self.draining.lock().clone();
+        let mut stuck = PoolStats::default();
+        let mut failed = false;
+        for pool in pools {
+            if let Err(stats) = pool.drained(deadline).await {
+                failed = true;
+                stuck.add(&stats);
+            }
+        }
+        if failed { Err(stuck) } else { Ok(()) }
+    }
+}
