@@ -25,6 +25,7 @@ impl Config for DbConfig {
 }
 
 /// Counts its instances alive, so a test can see every one destroyed.
+#[derive(Debug)]
 struct Alive(Arc<AtomicUsize>);
 
 impl Drop for Alive {
@@ -33,6 +34,7 @@ impl Drop for Alive {
     }
 }
 
+#[derive(Debug)]
 struct Conn {
     database: String,
     tenant: Option<TenantId>,
@@ -250,11 +252,7 @@ async fn bad_tenants_and_resolver_failures_are_rejected_naming_the_tenant() {
         }
     }
 
-    let err = manager
-        .acquire::<TenantDb>()
-        .await
-        .err()
-        .expect("no tenant");
+    let err = manager.acquire::<TenantDb>().await.expect_err("no tenant");
     assert_eq!(err.kind(), ErrorKind::TenantRejected);
     assert!(err.to_string().contains("tenant context"), "{err}");
 
@@ -302,8 +300,7 @@ async fn tenancy_settings_and_topology_are_validated_at_build() {
         .register_per_tenant(SharedClient, database_of)
         .build()
         .await
-        .err()
-        .expect("resident per tenant");
+        .expect_err("resident per tenant");
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("shared-client"), "{err}");
     assert!(err.to_string().contains("topology"), "{err}");
@@ -317,8 +314,7 @@ async fn tenancy_settings_and_topology_are_validated_at_build() {
         )
         .build()
         .await
-        .err()
-        .expect("zero tenants");
+        .expect_err("zero tenants");
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("tenancy.max_tenants"), "{err}");
 }
@@ -343,8 +339,7 @@ async fn shutdown_waits_for_tenant_guards_in_use() {
     let err = manager
         .acquire_in::<TenantDb>(&Context::tenant("other"))
         .await
-        .err()
-        .expect("after shutdown began");
+        .expect_err("after shutdown began");
     assert_eq!(err.kind(), ErrorKind::ShuttingDown);
     drop(held);
     shutdown.await.expect("join").expect("shutdown");
