@@ -232,6 +232,16 @@ impl Error {
         Self::new(kind, format!("`{hook}` panicked: {what}"))
     }
 
+    /// The breaker is open: fail fast, and say when a probe will be let through.
+    pub(crate) fn circuit_open(retry_after: Duration, why: &str) -> Self {
+        let mut err = Self::new(
+            ErrorKind::CircuitOpen,
+            format!("circuit breaker open ({why}); retry after {retry_after:?}"),
+        );
+        err.inner.retry_after = Some(retry_after);
+        err
+    }
+
     pub(crate) fn shutting_down() -> Self {
         Self::new(ErrorKind::ShuttingDown, "the manager is shutting down")
     }
