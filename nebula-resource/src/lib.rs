@@ -6,9 +6,11 @@ pub mod credentials;
 pub mod error;
 pub mod events;
 mod guard;
+mod health;
 mod manager;
 mod policy;
 pub mod pool;
+mod resilience;
 pub mod resource;
 mod runtime;
 pub mod status;
@@ -20,9 +22,13 @@ pub use crate::credentials::{Secret, redact_url};
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutPhase};
 pub use crate::events::Event;
 pub use crate::guard::Guard;
+pub use crate::health::{Health, HealthConfig, HealthReport, HealthTransition};
 pub use crate::manager::{Handle, ResourceManager, ResourceManagerBuilder};
 pub use crate::policy::Policy;
 pub use crate::pool::{PoolConfig, PoolStats, QueueOrder};
+pub use crate::resilience::{
+    BreakerConfig, BreakerState, BreakerStatus, RetryPolicy, Transition as BreakerTransition,
+};
 pub use crate::resource::{Config, Dependencies, Resource, Topology};
 pub use crate::status::{Phase, ResourceStatus, Status};
 pub use crate::tenancy::{Tenancy, TenantStatus};
