@@ -249,7 +249,10 @@ impl Error {
     /// Add context the operator needs (what was not started, what is still in use).
     #[must_use]
     pub(crate) fn with_note(mut self, note: String) -> Self {
-        self.inner.note = Some(note);
+        self.inner.note = Some(match self.inner.note.take() {
+            Some(earlier) => format!("{earlier}; {note}"),
+            None => note,
+        });
         self
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::context::TenantId;
+use crate::health::Health;
 
 /// Which registration an event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,42 @@ pub enum Event {
         /// The registration and tenant.
         source: Source,
     },
+    /// A health round changed a registration's (or tenant pool's) health.
+    HealthChanged {
+        /// The registration (and tenant).
+        source: Source,
+        /// The health before.
+        from: Health,
+        /// The health now.
+        to: Health,
+        /// Why.
+        reason: Arc<str>,
+    },
+    /// The registration turned Unhealthy: acquires fail at once with `Unavailable` until a
+    /// recovery probe succeeds.
+    Quarantined {
+        /// The registration (and tenant).
+        source: Source,
+        /// Why.
+        reason: Arc<str>,
+    },
+    /// Recovery probes succeeded: the quarantine is lifted.
+    Recovered(Source),
+    /// The circuit breaker opened: acquires fail at once with `CircuitOpen`.
+    CircuitOpened {
+        /// The registration (and tenant).
+        source: Source,
+        /// When a probe will be let through.
+        retry_after: Duration,
+        /// The failure rate that tripped it (0–1).
+        failure_rate: f64,
+        /// The slow-call rate at that moment (0–1).
+        slow_call_rate: f64,
+    },
+    /// The open wait passed: a few probe acquires are let through.
+    CircuitHalfOpen(Source),
+    /// The probes succeeded: the breaker closed.
+    CircuitClosed(Source),
     /// `shutdown` began.
     ShutdownStarted,
     /// `shutdown` finished.

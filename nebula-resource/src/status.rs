@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::health::HealthReport;
 use crate::pool::PoolStats;
+use crate::resilience::BreakerStatus;
 use crate::resource::Topology;
 use crate::tenancy::TenantStatus;
 
@@ -59,6 +61,13 @@ pub struct ResourceStatus {
     /// For a per-tenant registration, each live tenant pool and its counts (ordered by tenant);
     /// `pool` is then their sum. Empty otherwise.
     pub tenants: Vec<TenantStatus>,
+    /// Health from the background checks: Healthy, Degraded (its own checks failing, or a
+    /// dependency Unhealthy) or Unhealthy (quarantined), with reason and recent transitions.
+    /// For a per-tenant registration, the worst tenant pool's.
+    pub health: HealthReport,
+    /// The circuit breaker (for a per-tenant registration, the tenant pool's furthest from
+    /// closed).
+    pub breaker: BreakerStatus,
 }
 
 /// A snapshot of every registration of a manager, in initialization order.

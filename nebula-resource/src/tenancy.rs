@@ -16,7 +16,11 @@ use tokio::time::Instant;
 use crate::context::{CreateContext, DependencyMap, TenantId};
 use crate::error::{Error, ErrorKind};
 use crate::events::{Event, Source};
-use crate::pool::{Acquired, Pool, PoolConfig, PoolStats};
+use crate::health::HealthReport;
+use crate::policy::Policy;
+use crate::pool::{Acquired, Pool, PoolStats};
+use crate::resilience::breaker::CircuitBreaker;
+use crate::resilience::{BreakerState, BreakerStatus, Watch};
 use crate::resource::{Config, Resource};
 use crate::runtime::Runtime;
 
@@ -114,13 +118,17 @@ pub struct TenantStatus {
     pub tenant: TenantId,
     /// Its pool's counts now.
     pub pool: PoolStats,
+    /// Its pool's health.
+    pub health: HealthReport,
+    /// Its pool's circuit breaker.
+    pub breaker: BreakerStatus,
 }
 
 /// The pools of one per-tenant registration.
 pub(crate) struct TenantPools<R: Resource> {
     resource: Arc<R>,
     resolver: Box<Resolver<R>>,
-    settings: PoolConfig,
+    policy: Policy,
     name: Option<Arc<str>>,
     dependencies: Arc<DependencyMap>,
     runtime: Arc<Runtime>,
@@ -129,13 +137,15 @@ pub(crate) struct TenantPools<R: Resource> {
     draining: Arc<Mutex<Vec<Arc<Pool<R>>>>>,
     /// Serializes the creation of one tenant's pool with the resolver call.
     creating: Mutex<()>,
+    /// Reports "healthy" while no tenant pool exists.
+    idle_watch: Watch,
 }
 
 impl<R: Resource> TenantPools<R> {
     pub(crate) fn new(
         resource: Arc<R>,
         resolver: Box<Resolver<R>>,
-        settings: PoolConfig,
+        policy: Policy,
         tenancy: &Tenancy,
         name: Option<Arc<str>>,
         dependencies: Arc<DependencyMap>,
@@ -170,6 +180,7 @@ impl<R: Resource> TenantPools<R> {
         };
         // LRU, not moka's default TinyLFU: TinyLFU may refuse a new tenant's pool at insertion
         // when the cache is full of frequently used ones, closing it under its first acquire.
+        let idle_watch = Watch::new(&policy.health, &policy.retry);
         let pools = moka::sync::Cache::builder()
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(tenancy.max_tenants)
@@ -179,13 +190,14 @@ impl<R: Resource> TenantPools<R> {
         Self {
             resource,
             resolver,
-            settings,
+            policy,
             name,
             dependencies,
             runtime,
             pools,
             draining,
             creating: Mutex::new(()),
+            idle_watch,
         }
     }
 
@@ -244,7 +256,7 @@ impl<R: Resource> TenantPools<R> {
         let pool = Arc::new(Pool::new(
             Arc::clone(&self.resource),
             config,
-            self.settings.clone(),
+            &self.policy,
             ctx,
             Arc::clone(&self.runtime),
         ));
@@ -308,6 +320,8 @@ impl<R: Resource> TenantPools<R> {
             .map(|(tenant, pool)| TenantStatus {
                 tenant: (*tenant).clone(),
                 pool: pool.stats(),
+                health: pool.watch.report(),
+                breaker: pool.breaker_status(),
             })
             .collect();
         tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
@@ -317,7 +331,7 @@ impl<R: Resource> TenantPools<R> {
     /// The sum of every tenant pool's counts, draining ones included.
     pub(crate) fn stats(&self) -> PoolStats {
         let mut total = PoolStats {
-            max_size: self.settings.max_size,
+            max_size: self.policy.pool.get_max_size(),
             ..PoolStats::default()
         };
         let draining: Vec<Arc<Pool<R>>> = self.draining.lock().clone();
@@ -327,12 +341,54 @@ impl<R: Resource> TenantPools<R> {
         total
     }
 
+    /// The worst health among the tenant pools (a registration with no tenant pool yet is
+    /// healthy); each tenant's own is in [`TenantStatus`].
+    pub(crate) fn health(&self) -> HealthReport {
+        self.live()
+            .into_iter()
+            .map(|(_, pool)| pool.watch.report())
+            .max_by_key(|report| report.health)
+            .unwrap_or_else(|| self.idle_watch.report())
+    }
+
+    /// The breaker of the tenant pool furthest from closed (closed when there is none).
+    pub(crate) fn breaker(&self) -> BreakerStatus {
+        self.live()
+            .into_iter()
+            .map(|(_, pool)| pool.breaker_status())
+            .max_by_key(|status| match status.state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            })
+            .unwrap_or_else(|| CircuitBreaker::new(&self.policy.breaker).status(Instant::now()))
+    }
+
+    /// A health round of every live tenant pool, concurrently.
+    pub(crate) async fn health_round(&self) {
+        let pools: Vec<Arc<Pool<R>>> = self.live().into_iter().map(|(_, p)| p).collect();
+        futures_util::future::join_all(pools.iter().map(|pool| pool.health_round())).await;
+    }
+
+    pub(crate) fn set_dependency_health(&self, dependency: Option<&str>) {
+        for (_, pool) in self.live() {
+            pool.set_dependency_health(dependency);
+        }
+    }
+
+    pub(crate) fn health_delay(&self) -> Option<Duration> {
+        self.policy
+            .health
+            .enabled
+            .then_some(self.policy.health.interval)
+    }
+
     pub(crate) fn resource(&self) -> &R {
         &self.resource
     }
 
     pub(crate) fn maintenance_interval(&self) -> Duration {
-        self.settings.maintenance_interval
+        self.policy.pool.maintenance_interval
     }
 
     /// Maintenance pass: process evictions, then maintain every live pool.

@@ -219,7 +219,6 @@ pub struct HealthReport {
 /// Turns check results and dependency health into a [`Health`] with history. Not synchronized:
 /// the owner keeps it behind its own lock.
 #[derive(Debug)]
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 pub(crate) struct HealthTracker {
     failure_threshold: u32,
     success_threshold: u32,
@@ -236,7 +235,6 @@ pub(crate) struct HealthTracker {
     history_cap: usize,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 impl HealthTracker {
     /// A healthy tracker (the registration was just initialized). `config` is expected to be
     /// validated.

@@ -102,7 +102,7 @@ impl<R: Resource> Entry for Typed<R> {
                 Backend::PerTenant(Arc::new(TenantPools::new(
                     resource,
                     resolver,
-                    self.policy.pool,
+                    self.policy,
                     &tenancy,
                     self.name.clone(),
                     dependencies,
@@ -112,7 +112,7 @@ impl<R: Resource> Entry for Typed<R> {
             (Setup::Shared(config), Topology::Pooled) => Backend::Pooled(Arc::new(Pool::new(
                 resource,
                 config,
-                self.policy.pool,
+                &self.policy,
                 CreateContext::new(R::KEY, self.name.clone(), None, dependencies),
                 Arc::clone(runtime),
             ))),
@@ -120,7 +120,7 @@ impl<R: Resource> Entry for Typed<R> {
                 Backend::Resident(Arc::new(Resident::new(
                     resource,
                     config,
-                    self.policy.pool,
+                    &self.policy,
                     CreateContext::new(R::KEY, self.name.clone(), None, dependencies),
                     Arc::clone(runtime),
                 )))
@@ -342,11 +342,13 @@ impl ResourceManagerBuilder {
             by_name,
             runtime,
             maintenance: Arc::default(),
+            health_stop: Arc::default(),
             shutdown: tokio::sync::Mutex::new(false),
         });
 
         initialize(&inner).await?;
         maintenance::spawn(&inner);
+        maintenance::spawn_health(&inner);
         Ok(ResourceManager { inner })
     }
 }

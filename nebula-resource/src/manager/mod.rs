@@ -46,6 +46,7 @@ struct ManagerInner {
     by_name: HashMap<TypeId, HashMap<Arc<str>, usize>>,
     runtime: Arc<Runtime>,
     maintenance: Arc<Notify>,
+    health_stop: Arc<Notify>,
     shutdown: tokio::sync::Mutex<bool>,
 }
 
@@ -73,6 +74,7 @@ impl ManagerInner {
         let started = Instant::now();
         self.runtime.begin_shutdown();
         self.maintenance.notify_one();
+        self.health_stop.notify_one();
         let mut stuck = Vec::new();
         for layer in self.layers.iter().rev() {
             for &i in layer {
@@ -261,6 +263,8 @@ impl ResourceManager {
                     pool: node.erased.stats(),
                     counters: node.erased.counters(),
                     tenants: node.erased.tenants(),
+                    health: node.erased.health(),
+                    breaker: node.erased.breaker(),
                 }
             })
             .collect();

@@ -11,8 +11,10 @@ use tokio::time::Instant;
 use crate::context::{Context, TenantId};
 use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
+use crate::health::HealthReport;
 use crate::pool::resident::Resident;
 use crate::pool::{Pool, PoolStats};
+use crate::resilience::BreakerStatus;
 use crate::resource::{Resource, Topology};
 use crate::status::Phase;
 use crate::tenancy::{TenantPools, TenantStatus};
@@ -101,6 +103,15 @@ pub(crate) trait Erased: Send + Sync {
     fn phase(&self) -> Phase;
     fn set_phase(&self, phase: Phase);
     fn stats(&self) -> PoolStats;
+    fn health(&self) -> HealthReport;
+    fn breaker(&self) -> BreakerStatus;
+    /// One health round (every tenant pool's, for a per-tenant registration).
+    fn health_round(self: Arc<Self>) -> BoxFuture<'static, ()>;
+    /// When the next round is due after one ends; `None` when health checks are disabled.
+    fn health_delay(&self) -> Option<std::time::Duration>;
+    /// A dependency turned Unhealthy (`Some(label)`), or none is any longer: report Degraded
+    /// (or stop), publishing the change.
+    fn set_dependency_health(&self, dependency: Option<&str>);
     fn tenants(&self) -> Vec<TenantStatus>;
     fn counters(&self) -> Vec<(&'static str, u64)>;
     fn init(&self) -> BoxFuture<'_, Result<(), Error>>;
@@ -145,6 +156,52 @@ impl<R: Resource> Erased for Registration<R> {
 
     fn tenants(&self) -> Vec<TenantStatus> {
         Registration::tenants(self)
+    }
+
+    fn health(&self) -> HealthReport {
+        match &self.backend {
+            Backend::Pooled(pool) => pool.watch.report(),
+            Backend::Resident(resident) => resident.watch.report(),
+            Backend::PerTenant(tenants) => tenants.health(),
+        }
+    }
+
+    fn breaker(&self) -> BreakerStatus {
+        match &self.backend {
+            Backend::Pooled(pool) => pool.breaker_status(),
+            Backend::Resident(resident) => resident.breaker_status(),
+            Backend::PerTenant(tenants) => tenants.breaker(),
+        }
+    }
+
+    fn health_round(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            match &self.backend {
+                Backend::Pooled(pool) => pool.health_round().await,
+                Backend::Resident(resident) => resident.health_round().await,
+                Backend::PerTenant(tenants) => tenants.health_round().await,
+            }
+        })
+    }
+
+    fn set_dependency_health(&self, dependency: Option<&str>) {
+        match &self.backend {
+            Backend::Pooled(pool) => pool.set_dependency_health(dependency),
+            Backend::Resident(resident) => resident.set_dependency_health(dependency),
+            Backend::PerTenant(tenants) => tenants.set_dependency_health(dependency),
+        }
+    }
+
+    fn health_delay(&self) -> Option<std::time::Duration> {
+        match &self.backend {
+            Backend::Pooled(pool) => pool.watch.config.enabled.then(|| pool.watch.next_delay()),
+            Backend::Resident(resident) => resident
+                .watch
+                .config
+                .enabled
+                .then(|| resident.watch.next_delay()),
+            Backend::PerTenant(tenants) => tenants.health_delay(),
+        }
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -37,6 +37,12 @@ pub use self::stats::PoolStats;
 use crate::context::CreateContext;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
+use crate::policy::Policy;
+use crate::resilience::breaker::{Call, CircuitBreaker, Outcome};
+use crate::resilience::retry::retry;
+use crate::resilience::{
+    BreakerStatus, RetryPolicy, Watch, emit_breaker, emit_transition, emit_verdict,
+};
 use crate::resource::{Resource, reset_default_recycle_mark, take_default_recycle_mark};
 use crate::runtime::Runtime;
 use crate::telemetry::PoolMetrics;
@@ -80,6 +86,11 @@ struct State<R: Resource> {
     create_errors: u64,
     timeouts: u64,
     last_create_error: Option<String>,
+    /// Kept under the pool's lock: the hot path's check is one field read, and recording a
+    /// release costs a few instructions under a lock it already holds.
+    breaker: CircuitBreaker,
+    /// Set while quarantined (health rounds failed `failure_threshold` times): why.
+    quarantine: Option<Arc<str>>,
 }
 
 impl<R: Resource> State<R> {
@@ -154,6 +165,8 @@ pub(crate) struct Pool<R: Resource> {
     /// Learned on the first release: the resource keeps the default `recycle`, so releases
     /// skip it (and the allocation its future would need).
     default_recycle: AtomicBool,
+    retry: RetryPolicy,
+    pub(crate) watch: Watch,
 }
 
 struct Checkout {
@@ -172,10 +185,11 @@ impl<R: Resource> Pool<R> {
     pub(crate) fn new(
         resource: Arc<R>,
         config: R::Config,
-        settings: PoolConfig,
+        policy: &Policy,
         ctx: CreateContext,
         runtime: Arc<Runtime>,
     ) -> Self {
+        let settings = policy.pool.clone();
         let source = ctx.source();
         let metrics = PoolMetrics::new(R::KEY, ctx.name(), ctx.tenant().map(|t| t.as_str()));
         let leaks = settings.leak_threshold.map(|_| Mutex::new(Slab::new()));
@@ -197,6 +211,8 @@ impl<R: Resource> Pool<R> {
                 create_errors: 0,
                 timeouts: 0,
                 last_create_error: None,
+                breaker: CircuitBreaker::new(&policy.breaker),
+                quarantine: None,
             }),
             settings,
             ctx,
@@ -207,6 +223,8 @@ impl<R: Resource> Pool<R> {
             metrics,
             leaks,
             default_recycle: AtomicBool::new(false),
+            retry: policy.retry.clone(),
+            watch: Watch::new(&policy.health, &policy.retry),
         }
     }
 
@@ -220,9 +238,29 @@ impl<R: Resource> Pool<R> {
     }
 
     /// Check out an instance, waiting no longer than `acquire_timeout` nor past `limit`.
+    ///
+    /// A quarantined pool fails at once with `Unavailable`; an open breaker with `CircuitOpen`.
+    /// A half-open breaker lets `half_open_calls` acquires through as probes: their instance
+    /// is checked before it is handed out, and their outcome closes or re-opens the breaker.
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         limit: Option<Instant>,
+    ) -> Result<Acquired<R>, Error> {
+        let mut probe = ProbeTicket {
+            pool: self,
+            started: None,
+        };
+        let acquired = self.acquire_inner(limit, &mut probe).await;
+        if probe.started.is_some() {
+            probe.settle(&acquired);
+        }
+        acquired
+    }
+
+    async fn acquire_inner(
+        self: &Arc<Self>,
+        limit: Option<Instant>,
+        probe: &mut ProbeTicket<'_, R>,
     ) -> Result<Acquired<R>, Error> {
         // Computed only when something has to wait: the fast path reads the clock once.
         let mut deadline = None;
@@ -234,6 +272,33 @@ impl<R: Resource> Pool<R> {
                 let mut state = self.state.lock();
                 if state.closed {
                     return Err(self.error(Error::shutting_down()));
+                }
+                if let Some(reason) = &state.quarantine {
+                    return Err(self.error(Error::other(
+                        ErrorKind::Unavailable,
+                        format!("quarantined: {reason}"),
+                    )));
+                }
+                if !state.breaker.is_closed() && probe.started.is_none() {
+                    let now = Instant::now();
+                    match state.breaker.try_call(now) {
+                        Err(retry_after) => {
+                            drop(state);
+                            return Err(
+                                self.error(Error::circuit_open(retry_after, "recent calls failed"))
+                            );
+                        }
+                        Ok((call, transition)) => {
+                            if call == Call::Probe {
+                                probe.started = Some(now);
+                            }
+                            if let Some(transition) = transition {
+                                drop(state);
+                                emit_breaker(&self.runtime, &self.source, transition);
+                                continue;
+                            }
+                        }
+                    }
                 }
                 let idle = if state.queue.is_empty() {
                     match self.settings.order {
@@ -296,10 +361,12 @@ impl<R: Resource> Pool<R> {
                 self.discard(slot);
                 continue;
             }
-            let due = self
-                .settings
-                .validate_after_idle
-                .is_some_and(|after| now.saturating_duration_since(slot.idle_since) > after);
+            // A probe always checks: its outcome has to say something about the backend.
+            let due = probe.started.is_some()
+                || self
+                    .settings
+                    .validate_after_idle
+                    .is_some_and(|after| now.saturating_duration_since(slot.idle_since) > after);
             // The check's future is only built when a check is due: the fast path stays sync.
             let checked = if due {
                 let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
@@ -425,6 +492,12 @@ impl<R: Resource> Pool<R> {
             let check = AssertUnwindSafe(self.resource.check(&mut slot.instance)).catch_unwind();
             tokio::time::timeout_at(bound, check).await
         };
+        let outcome = if matches!(check, Ok(Ok(Ok(())))) {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        self.record(outcome, now.elapsed());
         match check {
             Ok(Ok(Ok(()))) => Ok(checking.slot.take()),
             Ok(Ok(Err(err))) => {
@@ -452,6 +525,216 @@ impl<R: Resource> Pool<R> {
         }
     }
 
+    /// Record a call's outcome with the breaker (ignored unless it is closed) and publish the
+    /// transition it caused.
+    fn record(&self, outcome: Outcome, duration: Duration) {
+        let transition =
+            self.state
+                .lock()
+                .breaker
+                .record(Call::Normal, outcome, duration, Instant::now());
+        if let Some(transition) = transition {
+            emit_breaker(&self.runtime, &self.source, transition);
+        }
+    }
+
+    pub(crate) fn set_dependency_health(&self, dependency: Option<&str>) {
+        let transition = self.watch.set_dependency(dependency);
+        emit_transition(&self.runtime, &self.source, transition);
+    }
+
+    /// The breaker's state and rates now.
+    pub(crate) fn breaker_status(&self) -> BreakerStatus {
+        self.state.lock().breaker.status(Instant::now())
+    }
+
+    /// One health round: check the idle instances one at a time (oldest first; a failure is
+    /// destroyed), or, when none is idle and there is room, probe by creating one. While
+    /// quarantined, the round is a recovery probe: create one instance and check it.
+    pub(crate) async fn health_round(self: &Arc<Self>) {
+        let timeout = self.watch.config.timeout;
+        let (quarantined, idle) = {
+            let state = self.state.lock();
+            if state.closed {
+                return;
+            }
+            (state.quarantine.is_some(), state.idle.len())
+        };
+        let outcome = if quarantined || idle == 0 {
+            self.probe_by_create(timeout, quarantined).await
+        } else {
+            self.check_idle_round(idle, timeout).await
+        };
+        let verdict = self.watch.record(outcome);
+        if let Some(reason) = &verdict.quarantine {
+            self.quarantine(Arc::clone(reason));
+        }
+        if verdict.recovered {
+            self.state.lock().quarantine = None;
+        }
+        emit_verdict(&self.runtime, &self.source, &verdict);
+    }
+
+    /// Check up to `n` idle instances, each out of the idle store only while it is checked.
+    async fn check_idle_round(
+        self: &Arc<Self>,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<(), Arc<str>> {
+        let mut first_failure: Option<Arc<str>> = None;
+        for _ in 0..n {
+            let slot = {
+                let mut state = self.state.lock();
+                if state.closed {
+                    break;
+                }
+                match state.idle.pop_front() {
+                    Some(slot) => {
+                        state.in_use += 1;
+                        slot
+                    }
+                    None => break,
+                }
+            };
+            let mut checking = Checking {
+                pool: self,
+                slot: Some(slot),
+            };
+            let started = Instant::now();
+            let checked = match checking.slot.as_mut() {
+                Some(slot) => {
+                    let check =
+                        AssertUnwindSafe(self.resource.check(&mut slot.instance)).catch_unwind();
+                    tokio::time::timeout(timeout, check).await
+                }
+                None => break,
+            };
+            let failure: Option<Arc<str>> = match checked {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(err))) => Some(Arc::from(format!("check failed: {err}"))),
+                Ok(Err(_)) => Some(Arc::from("check panicked")),
+                Err(_) => Some(Arc::from(format!("check timed out after {timeout:?}"))),
+            };
+            match failure {
+                None => {
+                    self.record(Outcome::Success, started.elapsed());
+                    if let Some(mut slot) = checking.slot.take() {
+                        let now = Instant::now();
+                        slot.idle_since = now;
+                        self.put_back(slot, now);
+                    }
+                }
+                Some(reason) => {
+                    self.record(Outcome::Failure, started.elapsed());
+                    tracing::debug!(resource = R::KEY, %reason, "idle instance failed its health check; destroyed");
+                    // Dropping `checking` discards the instance.
+                    drop(checking);
+                    first_failure.get_or_insert(reason);
+                }
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    /// Create one instance (one attempt, no retry) and check it; a good one joins the idle
+    /// store. With no room (every place in use) the pool is evidently serving: a success,
+    /// unless `required` (a recovery probe), where the probe waits for the next round.
+    async fn probe_by_create(
+        self: &Arc<Self>,
+        timeout: Duration,
+        required: bool,
+    ) -> Result<(), Arc<str>> {
+        let reserved = {
+            let mut state = self.state.lock();
+            if state.closed || state.size >= self.settings.max_size {
+                false
+            } else {
+                state.size += 1;
+                state.creating += 1;
+                true
+            }
+        };
+        if !reserved {
+            return if required {
+                Err(Arc::from("no room for a recovery probe"))
+            } else {
+                Ok(())
+            };
+        }
+        let mut reservation = Reservation {
+            pool: self,
+            armed: true,
+        };
+        let started = Instant::now();
+        let created = create_instance(
+            &*self.resource,
+            &self.config,
+            &self.ctx,
+            timeout.min(self.settings.create_timeout),
+        )
+        .await;
+        let mut instance = match created {
+            Ok(instance) => instance,
+            Err(err) => {
+                self.record(Outcome::Failure, started.elapsed());
+                let reason: Arc<str> = Arc::from(format!("probe create failed: {err}"));
+                drop(reservation);
+                return Err(reason);
+            }
+        };
+        let check = AssertUnwindSafe(self.resource.check(&mut instance)).catch_unwind();
+        let checked = tokio::time::timeout(timeout, check).await;
+        reservation.armed = false;
+        match checked {
+            Ok(Ok(Ok(()))) => {
+                self.record(Outcome::Success, started.elapsed());
+                self.deliver_new(instance);
+                Ok(())
+            }
+            failed => {
+                self.record(Outcome::Failure, started.elapsed());
+                let reason: Arc<str> = match failed {
+                    Ok(Ok(Err(err))) => Arc::from(format!("probe check failed: {err}")),
+                    Ok(Err(_)) => Arc::from("probe check panicked"),
+                    _ => Arc::from(format!("probe check timed out after {timeout:?}")),
+                };
+                {
+                    let mut state = self.state.lock();
+                    state.creating -= 1;
+                    state.releasing += 1;
+                }
+                self.destroy(instance);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Take the pool out of service: every waiter and later acquire fails at once with
+    /// `Unavailable`, and the idle instances (suspect) are destroyed.
+    fn quarantine(self: &Arc<Self>, reason: Arc<str>) {
+        let mut wakers = Vec::new();
+        let idle = {
+            let mut state = self.state.lock();
+            state.quarantine = Some(Arc::clone(&reason));
+            while !state.queue.is_empty() {
+                let err = self.error(Error::other(
+                    ErrorKind::Unavailable,
+                    format!("quarantined: {reason}"),
+                ));
+                wakers.extend(state.fail_first(err));
+            }
+            let idle: Vec<_> = state.idle.drain(..).collect();
+            state.releasing += idle.len();
+            idle
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+        for slot in idle {
+            self.destroy(slot.instance);
+        }
+    }
+
     fn is_broken(&self, instance: &R::Instance) -> bool {
         std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.is_broken(instance)))
             .unwrap_or(true)
@@ -475,13 +758,19 @@ impl<R: Resource> Pool<R> {
             }
         }
         self.metrics.held(held);
-        if tainted || slot.expired(now) || self.is_broken(&slot.instance) {
+        if tainted || self.is_broken(&slot.instance) {
+            // The user (taint) or the resource (is_broken) says the instance failed in use.
+            self.record(Outcome::Failure, Duration::ZERO);
+            self.discard(slot);
+            return;
+        }
+        if slot.expired(now) {
             self.discard(slot);
             return;
         }
         slot.idle_since = now;
         if self.default_recycle.load(Ordering::Relaxed) {
-            self.put_back(slot);
+            self.put_back(slot, now);
             return;
         }
         let pool = Arc::clone(&self);
@@ -526,7 +815,7 @@ impl<R: Resource> Pool<R> {
         recycled: std::thread::Result<Result<(), Error>>,
     ) {
         match recycled {
-            Ok(Ok(())) => self.put_back(slot),
+            Ok(Ok(())) => self.put_back(slot, Instant::now()),
             Ok(Err(err)) => {
                 tracing::debug!(resource = R::KEY, error = %err, "recycle failed; instance discarded");
                 self.discard(slot);
@@ -539,10 +828,15 @@ impl<R: Resource> Pool<R> {
         }
     }
 
-    /// An in-use instance goes back to the first waiter or to the idle store.
-    fn put_back(self: &Arc<Self>, slot: Slot<R>) {
+    /// An in-use instance goes back to the first waiter or to the idle store: a successful
+    /// call for the breaker.
+    fn put_back(self: &Arc<Self>, slot: Slot<R>, now: Instant) {
         let mut state = self.state.lock();
         state.in_use -= 1;
+        // A success never opens the breaker: no transition to publish.
+        let _ = state
+            .breaker
+            .record(Call::Normal, Outcome::Success, Duration::ZERO, now);
         if state.closed {
             state.releasing += 1;
             drop(state);
@@ -633,11 +927,28 @@ impl<R: Resource> Pool<R> {
             armed: true,
         };
         let started = Instant::now();
-        let created = create_instance(
-            &*self.resource,
-            &self.config,
-            &self.ctx,
-            self.settings.create_timeout,
+        let created = retry(
+            &self.retry,
+            |_| async {
+                let attempt = Instant::now();
+                let created = create_instance(
+                    &*self.resource,
+                    &self.config,
+                    &self.ctx,
+                    self.settings.create_timeout,
+                )
+                .await;
+                let outcome = if created.is_ok() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                };
+                self.record(outcome, attempt.elapsed());
+                created
+            },
+            |attempt, err, delay| {
+                tracing::debug!(resource = R::KEY, attempt, error = %err, ?delay, "create failed; retrying");
+            },
         )
         .await;
         reservation.armed = false;
@@ -763,10 +1074,15 @@ impl<R: Resource> Pool<R> {
             }
             state.idle = kept;
             state.releasing += retired.len();
-            let missing = self
-                .settings
-                .min_idle
-                .saturating_sub(state.idle.len() + state.creating);
+            // No warm-up while quarantined or while the breaker is not closed: recovery is the
+            // health probes' job, one at a time.
+            let missing = if state.quarantine.is_some() || !state.breaker.is_closed() {
+                0
+            } else {
+                self.settings
+                    .min_idle
+                    .saturating_sub(state.idle.len() + state.creating)
+            };
             self.plan_creates(&mut state, missing)
         };
         for slot in retired {
@@ -923,7 +1239,7 @@ impl<R: Resource> Drop for Waiting<'_, R> {
             Waiter::Served(Ok(slot)) => {
                 // Handed to us after we gave up: pass it on, as if released.
                 drop(state);
-                self.pool.put_back(slot);
+                self.pool.put_back(slot, Instant::now());
             }
             Waiter::Served(Err(_)) => {}
         }
@@ -941,6 +1257,59 @@ impl<R: Resource> Drop for SweeperRunning<'_, R> {
     fn drop(&mut self) {
         if self.armed {
             self.pool.state.lock().sweeper = None;
+        }
+    }
+}
+
+/// A half-open breaker's probe permit held by an acquire: settled with the acquire's outcome,
+/// or given back if the acquire is dropped first.
+struct ProbeTicket<'a, R: Resource> {
+    pool: &'a Arc<Pool<R>>,
+    /// When the permit was taken; `None`: this acquire is not a probe.
+    started: Option<Instant>,
+}
+
+impl<R: Resource> ProbeTicket<'_, R> {
+    /// Record the probe's outcome: an instance handed out is a success; a create, check or
+    /// timeout error a failure; any other error (shutdown, quarantine) says nothing about the
+    /// backend, and gives the permit back.
+    fn settle(&mut self, acquired: &Result<Acquired<R>, Error>) {
+        let Some(started) = self.started.take() else {
+            return;
+        };
+        let outcome = match acquired {
+            Ok(_) => Some(Outcome::Success),
+            Err(err) => match err.kind() {
+                ErrorKind::Create | ErrorKind::Check | ErrorKind::Timeout => Some(Outcome::Failure),
+                _ => None,
+            },
+        };
+        let now = Instant::now();
+        let transition = {
+            let mut state = self.pool.state.lock();
+            match outcome {
+                Some(outcome) => state.breaker.record(
+                    Call::Probe,
+                    outcome,
+                    now.saturating_duration_since(started),
+                    now,
+                ),
+                None => {
+                    state.breaker.release_probe();
+                    None
+                }
+            }
+        };
+        if let Some(transition) = transition {
+            emit_breaker(&self.pool.runtime, &self.pool.source, transition);
+        }
+    }
+}
+
+impl<R: Resource> Drop for ProbeTicket<'_, R> {
+    fn drop(&mut self) {
+        if self.started.take().is_some() {
+            self.pool.state.lock().breaker.release_probe();
         }
     }
 }

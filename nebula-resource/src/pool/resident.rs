@@ -5,6 +5,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -14,7 +15,13 @@ use tokio::time::Instant;
 use crate::context::CreateContext;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
+use crate::policy::Policy;
 use crate::pool::{PoolConfig, PoolStats, create_instance};
+use crate::resilience::breaker::{Call, CircuitBreaker, Outcome};
+use crate::resilience::retry::retry;
+use crate::resilience::{
+    BreakerStatus, RetryPolicy, Watch, emit_breaker, emit_transition, emit_verdict,
+};
 use crate::resource::Resource;
 use crate::runtime::Runtime;
 
@@ -48,13 +55,21 @@ pub(crate) struct Resident<R: Resource> {
     closed: AtomicBool,
     drained: Notify,
     runtime: Arc<Runtime>,
+    /// Calls recorded: creates, probes, checks, and tainted handles (failures).
+    breaker: Mutex<CircuitBreaker>,
+    /// Why the resident is quarantined, if it is.
+    quarantine: Mutex<Option<Arc<str>>>,
+    /// Whether the breaker is not closed or a quarantine is on: the hot path reads only this.
+    tripped: AtomicBool,
+    retry: RetryPolicy,
+    pub(crate) watch: Watch,
 }
 
 impl<R: Resource> Resident<R> {
     pub(crate) fn new(
         resource: Arc<R>,
         config: R::Config,
-        settings: PoolConfig,
+        policy: &Policy,
         ctx: CreateContext,
         runtime: Arc<Runtime>,
     ) -> Self {
@@ -62,7 +77,7 @@ impl<R: Resource> Resident<R> {
         Self {
             resource,
             config,
-            settings,
+            settings: policy.pool.clone(),
             ctx,
             source,
             current: Mutex::new(None),
@@ -72,6 +87,61 @@ impl<R: Resource> Resident<R> {
             closed: AtomicBool::new(false),
             drained: Notify::new(),
             runtime,
+            breaker: Mutex::new(CircuitBreaker::new(&policy.breaker)),
+            quarantine: Mutex::new(None),
+            tripped: AtomicBool::new(false),
+            retry: policy.retry.clone(),
+            watch: Watch::new(&policy.health, &policy.retry),
+        }
+    }
+
+    fn refresh_tripped(&self) {
+        let tripped = !self.breaker.lock().is_closed() || self.quarantine.lock().is_some();
+        self.tripped.store(tripped, Ordering::Release);
+    }
+
+    /// Record a call with the breaker and publish the transition it caused.
+    fn record(&self, call: Call, outcome: Outcome, duration: Duration) {
+        let transition = self
+            .breaker
+            .lock()
+            .record(call, outcome, duration, Instant::now());
+        if let Some(transition) = transition {
+            self.refresh_tripped();
+            emit_breaker(&self.runtime, &self.source, transition);
+        }
+    }
+
+    pub(crate) fn set_dependency_health(&self, dependency: Option<&str>) {
+        let transition = self.watch.set_dependency(dependency);
+        emit_transition(&self.runtime, &self.source, transition);
+    }
+
+    pub(crate) fn breaker_status(&self) -> BreakerStatus {
+        self.breaker.lock().status(Instant::now())
+    }
+
+    /// Before an acquire while tripped: `Unavailable` when quarantined, `CircuitOpen` when the
+    /// breaker is open; `Ok(true)` when this acquire is a half-open probe.
+    fn admit(&self) -> Result<bool, Error> {
+        if let Some(reason) = self.quarantine.lock().clone() {
+            return Err(self.error(Error::other(
+                ErrorKind::Unavailable,
+                format!("quarantined: {reason}"),
+            )));
+        }
+        let tried = self.breaker.lock().try_call(Instant::now());
+        match tried {
+            Err(retry_after) => {
+                Err(self.error(Error::circuit_open(retry_after, "recent calls failed")))
+            }
+            Ok((call, transition)) => {
+                if let Some(transition) = transition {
+                    self.refresh_tripped();
+                    emit_breaker(&self.runtime, &self.source, transition);
+                }
+                Ok(call == Call::Probe)
+            }
         }
     }
 
@@ -81,6 +151,25 @@ impl<R: Resource> Resident<R> {
 
     /// A handle to the resident instance, and its generation; creates it if there is none.
     pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> Result<(R::Instance, u64), Error> {
+        if !self.tripped.load(Ordering::Acquire) {
+            return self.acquire_inner(deadline).await;
+        }
+        if !self.admit()? {
+            return self.acquire_inner(deadline).await;
+        }
+        let mut probe = ResidentProbe {
+            resident: self,
+            started: Some(Instant::now()),
+        };
+        let acquired = self.acquire_inner(deadline).await;
+        probe.settle(&acquired);
+        acquired
+    }
+
+    async fn acquire_inner(
         self: &Arc<Self>,
         deadline: Option<Instant>,
     ) -> Result<(R::Instance, u64), Error> {
@@ -166,11 +255,28 @@ impl<R: Resource> Resident<R> {
 
     async fn create(self: &Arc<Self>) -> Result<(), Error> {
         self.counts.lock().creating += 1;
-        let created = create_instance(
-            &*self.resource,
-            &self.config,
-            &self.ctx,
-            self.settings.create_timeout,
+        let created = retry(
+            &self.retry,
+            |_| async {
+                let attempt = Instant::now();
+                let created = create_instance(
+                    &*self.resource,
+                    &self.config,
+                    &self.ctx,
+                    self.settings.create_timeout,
+                )
+                .await;
+                let outcome = if created.is_ok() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                };
+                self.record(Call::Normal, outcome, attempt.elapsed());
+                created
+            },
+            |attempt, err, delay| {
+                tracing::debug!(resource = R::KEY, attempt, error = %err, ?delay, "create failed; retrying");
+            },
         )
         .await;
         let mut counts = self.counts.lock();
@@ -223,6 +329,7 @@ impl<R: Resource> Resident<R> {
     /// A handle was released; a tainted one retires its generation.
     pub(crate) fn release(&self, generation: u64, tainted: bool) {
         if tainted {
+            self.record(Call::Normal, Outcome::Failure, Duration::ZERO);
             let mut current = self.current.lock();
             if current.as_ref().is_some_and(|c| c.generation == generation)
                 && let Some(old) = current.take()
@@ -249,6 +356,70 @@ impl<R: Resource> Resident<R> {
                 tracing::warn!(resource = R::KEY, "destroy timed out; instance dropped");
             }
         }));
+    }
+
+    /// One health round: check a handle to the instance (a failure retires it, so the next
+    /// acquire creates a new one); with no instance, or while quarantined, probe by creating one.
+    pub(crate) async fn health_round(self: &Arc<Self>) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let timeout = self.watch.config.timeout;
+        let quarantined = self.quarantine.lock().is_some();
+        let started = Instant::now();
+        let outcome: Result<(), Arc<str>> = async {
+            let current = if quarantined {
+                None
+            } else {
+                self.share_current()
+                    .map_err(|err| Arc::from(err.to_string()))?
+            };
+            let (mut handle, generation) = match current {
+                Some(current) => current,
+                None => {
+                    match tokio::time::timeout(timeout, self.create()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => {
+                            return Err(Arc::from(format!("probe create failed: {err}")));
+                        }
+                        Err(_) => {
+                            return Err(Arc::from(format!(
+                                "probe create timed out after {timeout:?}"
+                            )));
+                        }
+                    }
+                    self.share_current()
+                        .map_err(|err| Arc::from(err.to_string()))?
+                        .ok_or_else(|| Arc::from("the probe's instance was retired at once"))?
+                }
+            };
+            let check = AssertUnwindSafe(self.resource.check(&mut handle)).catch_unwind();
+            let checked = tokio::time::timeout(timeout, check).await;
+            drop(handle);
+            let failure: Option<Arc<str>> = match checked {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(err))) => Some(Arc::from(format!("check failed: {err}"))),
+                Ok(Err(_)) => Some(Arc::from("check panicked")),
+                Err(_) => Some(Arc::from(format!("check timed out after {timeout:?}"))),
+            };
+            // The handle came from `share_current`, which counted it in use.
+            self.release(generation, failure.is_some());
+            failure.map_or(Ok(()), Err)
+        }
+        .await;
+        if outcome.is_ok() {
+            self.record(Call::Normal, Outcome::Success, started.elapsed());
+        }
+        let verdict = self.watch.record(outcome);
+        if let Some(reason) = &verdict.quarantine {
+            *self.quarantine.lock() = Some(Arc::clone(reason));
+            self.refresh_tripped();
+        }
+        if verdict.recovered {
+            *self.quarantine.lock() = None;
+            self.refresh_tripped();
+        }
+        emit_verdict(&self.runtime, &self.source, &verdict);
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
@@ -298,6 +469,41 @@ impl<R: Resource> Resident<R> {
                 .emit(Event::InstanceDestroyed(self.source.clone()));
         }
         Ok(())
+    }
+}
+
+/// A half-open breaker's probe permit held by a resident acquire.
+struct ResidentProbe<'a, R: Resource> {
+    resident: &'a Arc<Resident<R>>,
+    started: Option<Instant>,
+}
+
+impl<R: Resource> ResidentProbe<'_, R> {
+    fn settle(&mut self, acquired: &Result<(R::Instance, u64), Error>) {
+        let Some(started) = self.started.take() else {
+            return;
+        };
+        let outcome = match acquired {
+            Ok(_) => Some(Outcome::Success),
+            Err(err) => match err.kind() {
+                ErrorKind::Create | ErrorKind::Check | ErrorKind::Timeout => Some(Outcome::Failure),
+                _ => None,
+            },
+        };
+        match outcome {
+            Some(outcome) => self
+                .resident
+                .record(Call::Probe, outcome, started.elapsed()),
+            None => self.resident.breaker.lock().release_probe(),
+        }
+    }
+}
+
+impl<R: Resource> Drop for ResidentProbe<'_, R> {
+    fn drop(&mut self) {
+        if self.started.take().is_some() {
+            self.resident.breaker.lock().release_probe();
+        }
     }
 }
 

@@ -317,7 +317,6 @@ pub enum Transition {
 
 /// What kind of call a permit from `CircuitBreaker::try_call` is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 pub(crate) enum Call {
     /// A call made while closed; its outcome goes into the window.
     Normal,
@@ -328,7 +327,6 @@ pub(crate) enum Call {
 
 /// How a call ended, as far as the breaker is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 pub(crate) enum Outcome {
     /// The call did what it should.
     Success,
@@ -409,7 +407,6 @@ struct Probes {
 
 /// The breaker's state machine. Not synchronized: the owner keeps it behind its own lock.
 #[derive(Debug)]
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 pub(crate) struct CircuitBreaker {
     state: BreakerState,
     enabled: bool,
@@ -430,7 +427,6 @@ pub(crate) struct CircuitBreaker {
     times_opened: u64,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 impl CircuitBreaker {
     /// A closed breaker with an empty window. `config` is expected to be validated.
     pub(crate) fn new(config: &BreakerConfig) -> Self {
@@ -567,6 +563,7 @@ impl CircuitBreaker {
     }
 
     /// Where the breaker is.
+    #[cfg(test)]
     pub(crate) fn state(&self) -> BreakerState {
         self.state
     }

@@ -193,7 +193,6 @@ fn check_duration(field: &'static str, value: Duration) -> Result<(), Error> {
 
 /// Why a [`Backoff`] gave no further delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 pub(crate) enum Stop {
     /// `max_attempts` attempts have been made.
     Attempts,
@@ -207,7 +206,6 @@ pub(crate) enum Stop {
 /// [`next_delay`](Self::next_delay) says how long to sleep before the next one, or that there is
 /// no next one.
 #[derive(Debug)]
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 pub(crate) struct Backoff {
     /// The nominal (not randomized) wait before the next retry.
     interval: Duration,
@@ -220,7 +218,6 @@ pub(crate) struct Backoff {
     attempts: u32,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 impl Backoff {
     /// The schedule for an operation whose first attempt starts at `start` (the deadline is
     /// counted from there).
@@ -237,6 +234,7 @@ impl Backoff {
     }
 
     /// Attempts made (or granted by the last delay) so far, the first included.
+    #[cfg(test)]
     pub(crate) fn attempts(&self) -> u32 {
         self.attempts
     }
@@ -254,7 +252,11 @@ impl Backoff {
         }
         let delay = randomize(self.interval, self.randomization_factor, rng);
         if let Some(deadline) = self.deadline
-            && now.checked_add(delay).is_none_or(|end| end >= deadline)
+            // tokio's timer wakes on a millisecond tick at or after the requested time.
+            && now
+                .checked_add(delay)
+                .and_then(|end| end.checked_add(Duration::from_millis(1)))
+                .is_none_or(|end| end >= deadline)
         {
             return Err(Stop::Deadline);
         }
@@ -284,14 +286,12 @@ fn randomize(interval: Duration, factor: f64, rng: &mut impl Rng) -> Duration {
 /// metrics and events). Sleeps use `tokio::time::sleep`.
 ///
 /// The error returned is the last one. When more than one attempt was made, it carries a note
-/// saying how many and why the retrying stopped; an error that already had a note keeps it only
-/// if no retry happened (`Error::with_note` replaces a note).
+/// saying how many and why the retrying stopped (after any note it already had).
 ///
 /// # Cancel safety
 ///
 /// Dropping the future drops the running attempt (or the sleep); no further attempt starts.
 /// Whether the attempt itself is cancel-safe is up to `op`.
-#[cfg_attr(not(test), allow(dead_code))] // used by the pool integration
 pub(crate) async fn retry<T, F, Fut>(
     policy: &RetryPolicy,
     mut op: F,

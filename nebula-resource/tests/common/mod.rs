@@ -180,17 +180,30 @@ pub async fn settle() {
     }
 }
 
-/// A manager with one `TestResource` pool configured by `pool`.
+/// A manager with one `TestResource` pool configured by `pool`, and none of the resilience
+/// machinery (no create retry, no breaker, no health rounds): the pool's own mechanics alone.
 pub async fn pool_manager(
     probe: &Arc<Probe>,
     pool: nebula_resource::PoolConfig,
 ) -> nebula_resource::ResourceManager {
+    policy_manager(
+        probe,
+        nebula_resource::Policy::default()
+            .pool(pool)
+            .retry(nebula_resource::RetryPolicy::none())
+            .breaker(nebula_resource::BreakerConfig::disabled())
+            .health(nebula_resource::HealthConfig::disabled()),
+    )
+    .await
+}
+
+/// A manager with one `TestResource` registered with `policy`.
+pub async fn policy_manager(
+    probe: &Arc<Probe>,
+    policy: nebula_resource::Policy,
+) -> nebula_resource::ResourceManager {
     nebula_resource::ResourceManager::builder()
-        .register_with(
-            TestResource::new(probe),
-            TestConfig::default(),
-            nebula_resource::Policy::default().pool(pool),
-        )
+        .register_with(TestResource::new(probe), TestConfig::default(), policy)
         .build()
         .await
         .expect("build a test pool")
