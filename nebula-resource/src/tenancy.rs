@@ -1,4 +1,4 @@
-//! Per-tenant pools: one ordinary [`Pool`] per tenant, created on first use from the tenant's
+//! Per-tenant pools: one ordinary pool per tenant, created on first use from the tenant's
 //! own config, kept in a moka cache bounded by [`Tenancy::max_tenants`] and evicted after
 //! [`Tenancy::tenant_idle_ttl`] without acquires.
 //!
