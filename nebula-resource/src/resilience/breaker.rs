@@ -512,6 +512,11 @@ impl CircuitBreaker {
         let failed = outcome == Outcome::Failure;
         let slow = duration >= self.slow_call_threshold;
         match (self.state, call) {
+            // The release path's case: neither rate can rise, so there is nothing to evaluate.
+            (BreakerState::Closed, Call::Normal) if !failed && !slow => {
+                self.window.push(0);
+                None
+            }
             (BreakerState::Closed, Call::Normal) => {
                 self.window.push(outcome_flags(failed, slow));
                 let calls = self.window.len();
