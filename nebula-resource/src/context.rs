@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
+use crate::credentials::Credentials;
 use crate::error::{Error, ErrorKind};
 use crate::events::Source;
 use crate::manager::{Handle, Registration};
@@ -163,6 +165,7 @@ pub struct CreateContext {
     name: Option<Arc<str>>,
     tenant: Option<TenantId>,
     dependencies: Arc<DependencyMap>,
+    credentials: ArcSwapOption<Credentials>,
 }
 
 impl CreateContext {
@@ -177,7 +180,18 @@ impl CreateContext {
             name,
             tenant,
             dependencies,
+            credentials: ArcSwapOption::empty(),
         }
+    }
+
+    /// The credentials of the current generation, from the registration's
+    /// [`CredentialProvider`](crate::CredentialProvider); `None` when it has none.
+    pub fn credentials(&self) -> Option<Arc<Credentials>> {
+        self.credentials.load_full()
+    }
+
+    pub(crate) fn set_credentials(&self, credentials: Credentials) {
+        self.credentials.store(Some(Arc::new(credentials)));
     }
 
     /// A handle to the unnamed registration of `D`, which must be a declared dependency.

@@ -1,7 +1,28 @@
-//! Secrets that never print, and redaction of connection strings.
+//! Credentials: [`Secret`] values that never print, the [`Credentials`] a
+//! [`CredentialProvider`] supplies per registration (and per tenant) with an optional expiry, the
+//! built-in providers, and redaction of connection strings.
+//!
+//! A registration with a provider (`Policy::credentials`) fetches its credentials before its
+//! first create; `Resource::create` reads them with `CreateContext::credentials()`. On
+//! `ResourceManager::rotate_credentials`, or when the current credentials come within
+//! [`REFRESH_BEFORE_EXPIRY`] of their expiry, they are fetched again; if they changed, a new
+//! generation starts: new instances use the new credentials, idle old ones are destroyed at once,
+//! in-use old ones when their guards drop. No acquire fails because of a rotation.
 
 use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+use crate::context::{CreateContext, TenantId};
+use crate::error::{Error, ErrorKind};
+
+/// Credentials are fetched again this long before they expire.
+pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(30);
 
 /// A secret value (a password, a token) that never appears in `Debug` or `Display` output, and
 /// so never in a log line or an error message.
@@ -58,6 +79,276 @@ impl From<String> for Secret {
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
         Self::new(value)
+    }
+}
+
+/// A username (optional) and a secret, valid until `expires_at` (if set). `Debug` never shows
+/// the secret.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Credentials {
+    username: Option<String>,
+    secret: Secret,
+    expires_at: Option<SystemTime>,
+}
+
+impl Credentials {
+    /// A secret with no username and no expiry.
+    pub fn new(secret: impl Into<Secret>) -> Self {
+        Self {
+            username: None,
+            secret: secret.into(),
+            expires_at: None,
+        }
+    }
+
+    /// Set the username.
+    #[must_use]
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Set when these credentials stop being valid: they are fetched again
+    /// [`REFRESH_BEFORE_EXPIRY`] before.
+    #[must_use]
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// The username, if any.
+    pub fn get_username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The secret.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// When they expire, if they do.
+    pub fn get_expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+}
+
+/// The future a [`CredentialProvider`] returns.
+pub type CredentialFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Credentials, Error>> + Send + 'a>>;
+
+/// Supplies credentials for a registration, or for one tenant of a per-tenant registration.
+///
+/// Implement it for a secret store (Vault, a cloud secret manager, an IAM token service):
+///
+/// ```
+/// use nebula_resource::{CredentialFuture, CredentialProvider, Credentials, TenantId};
+///
+/// struct Vault;
+/// impl CredentialProvider for Vault {
+///     fn fetch<'a>(&'a self, tenant: Option<&'a TenantId>) -> CredentialFuture<'a> {
+///         Box::pin(async move {
+///             let user = tenant.map_or("app", |t| t.as_str());
+///             Ok(Credentials::new("from-vault").username(user))
+///         })
+///     }
+/// }
+/// ```
+pub trait CredentialProvider: Send + Sync + 'static {
+    /// The current credentials (`tenant` is set for a per-tenant registration's pool).
+    ///
+    /// # Errors
+    ///
+    /// Whatever the source reports; a create waiting for credentials fails with it.
+    ///
+    /// # Cancel safety
+    ///
+    /// The future may be dropped (its create was cancelled); it must not leave the source in a
+    /// half-updated state.
+    fn fetch<'a>(&'a self, tenant: Option<&'a TenantId>) -> CredentialFuture<'a>;
+}
+
+/// Credentials set in code; [`set`](Self::set) changes the answer (then call
+/// `ResourceManager::rotate_credentials`).
+#[derive(Debug)]
+pub struct StaticCredentials(Mutex<Credentials>);
+
+impl StaticCredentials {
+    /// Always answer `credentials` (until [`set`](Self::set)).
+    pub fn new(credentials: Credentials) -> Self {
+        Self(Mutex::new(credentials))
+    }
+
+    /// Answer `credentials` from now on.
+    pub fn set(&self, credentials: Credentials) {
+        *self.0.lock() = credentials;
+    }
+}
+
+impl CredentialProvider for StaticCredentials {
+    fn fetch<'a>(&'a self, _tenant: Option<&'a TenantId>) -> CredentialFuture<'a> {
+        let credentials = self.0.lock().clone();
+        Box::pin(async move { Ok(credentials) })
+    }
+}
+
+/// Credentials from environment variables, read at each fetch: the secret from `secret_var`,
+/// the username from `username_var` if set.
+#[derive(Debug, Clone)]
+pub struct EnvCredentials {
+    secret_var: String,
+    username_var: Option<String>,
+}
+
+impl EnvCredentials {
+    /// Read the secret from the variable `secret_var`.
+    pub fn new(secret_var: impl Into<String>) -> Self {
+        Self {
+            secret_var: secret_var.into(),
+            username_var: None,
+        }
+    }
+
+    /// Also read the username from `username_var`.
+    #[must_use]
+    pub fn username_var(mut self, username_var: impl Into<String>) -> Self {
+        self.username_var = Some(username_var.into());
+        self
+    }
+}
+
+impl CredentialProvider for EnvCredentials {
+    fn fetch<'a>(&'a self, _tenant: Option<&'a TenantId>) -> CredentialFuture<'a> {
+        Box::pin(async move {
+            let read = |var: &str| {
+                std::env::var(var).map_err(|_| {
+                    Error::other(
+                        ErrorKind::Config,
+                        format!("credentials: environment variable `{var}` is not set"),
+                    )
+                })
+            };
+            let mut credentials = Credentials::new(read(&self.secret_var)?);
+            if let Some(var) = &self.username_var {
+                credentials = credentials.username(read(var)?);
+            }
+            Ok(credentials)
+        })
+    }
+}
+
+/// Credentials from a file, read at each fetch (a mounted Kubernetes secret, a file a sidecar
+/// rewrites): its first line is the secret, surrounding whitespace trimmed.
+#[derive(Debug, Clone)]
+pub struct FileCredentials {
+    path: PathBuf,
+    username: Option<String>,
+}
+
+impl FileCredentials {
+    /// Read the secret from `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            username: None,
+        }
+    }
+
+    /// Pair the secret with a fixed username.
+    #[must_use]
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+}
+
+impl CredentialProvider for FileCredentials {
+    fn fetch<'a>(&'a self, _tenant: Option<&'a TenantId>) -> CredentialFuture<'a> {
+        Box::pin(async move {
+            let path = self.path.clone();
+            let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
+                .await
+                .map_err(|err| Error::other(ErrorKind::Config, format!("credentials: {err}")))?
+                .map_err(|err| {
+                    Error::other(
+                        ErrorKind::Config,
+                        format!("credentials: cannot read `{}`: {err}", self.path.display()),
+                    )
+                })?;
+            let secret = text.lines().next().unwrap_or("").trim();
+            if secret.is_empty() {
+                return Err(Error::other(
+                    ErrorKind::Config,
+                    format!("credentials: `{}` is empty", self.path.display()),
+                ));
+            }
+            let mut credentials = Credentials::new(secret);
+            if let Some(username) = &self.username {
+                credentials = credentials.username(username.clone());
+            }
+            Ok(credentials)
+        })
+    }
+}
+
+/// Where one pool (or resident) gets its credentials, with one fetch at a time.
+pub(crate) struct CredentialSource {
+    provider: Option<Arc<dyn CredentialProvider>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl CredentialSource {
+    pub(crate) fn new(provider: Option<Arc<dyn CredentialProvider>>) -> Self {
+        Self {
+            provider,
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Fetch the credentials into `ctx` unless it has them.
+    pub(crate) async fn ensure(&self, ctx: &CreateContext) -> Result<(), Error> {
+        let Some(provider) = &self.provider else {
+            return Ok(());
+        };
+        if ctx.credentials().is_some() {
+            return Ok(());
+        }
+        let _fetching = self.fetching.lock().await;
+        if ctx.credentials().is_some() {
+            return Ok(());
+        }
+        let credentials = provider
+            .fetch(ctx.tenant())
+            .await
+            .map_err(|err| err.with_note("fetching credentials".to_owned()))?;
+        ctx.set_credentials(credentials);
+        Ok(())
+    }
+
+    /// Fetch again; `Ok(true)` if the credentials changed (and are now in `ctx`).
+    pub(crate) async fn refresh(&self, ctx: &CreateContext) -> Result<bool, Error> {
+        let Some(provider) = &self.provider else {
+            return Ok(false);
+        };
+        let _fetching = self.fetching.lock().await;
+        let fresh = provider
+            .fetch(ctx.tenant())
+            .await
+            .map_err(|err| err.with_note("fetching credentials".to_owned()))?;
+        if ctx.credentials().as_deref() == Some(&fresh) {
+            return Ok(false);
+        }
+        ctx.set_credentials(fresh);
+        Ok(true)
+    }
+
+    /// Whether the credentials in `ctx` expire within [`REFRESH_BEFORE_EXPIRY`].
+    pub(crate) fn expiring(ctx: &CreateContext) -> bool {
+        ctx.credentials()
+            .and_then(|c| c.get_expires_at())
+            .is_some_and(|at| {
+                at.duration_since(SystemTime::now())
+                    .map_or(true, |left| left <= REFRESH_BEFORE_EXPIRY)
+            })
     }
 }
 
@@ -154,6 +445,36 @@ mod tests {
         assert_eq!(
             redact_url("postgres://h/db?user=a&PASSWORD=p&application_name=x"),
             "postgres://h/db?user=a&PASSWORD=***&application_name=x"
+        );
+    }
+
+    #[tokio::test]
+    async fn built_in_providers_answer_and_never_print_the_secret() {
+        let fixed = StaticCredentials::new(Credentials::new("s3cr3t-one").username("app"));
+        let got = fixed.fetch(None).await.unwrap();
+        assert_eq!(got.secret().expose(), "s3cr3t-one");
+        assert_eq!(got.get_username(), Some("app"));
+        fixed.set(Credentials::new("two"));
+        assert_eq!(fixed.fetch(None).await.unwrap().secret().expose(), "two");
+        assert!(!format!("{got:?}").contains("s3cr3t"));
+
+        let path = std::env::temp_dir().join(format!("nebula-creds-{}", std::process::id()));
+        std::fs::write(&path, "  s3cret-file \nignored\n").unwrap();
+        let file = FileCredentials::new(&path).username("svc");
+        let got = file.fetch(None).await.unwrap();
+        assert_eq!(got.secret().expose(), "s3cret-file");
+        std::fs::write(&path, "\n").unwrap();
+        let err = file.fetch(None).await.unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+
+        let err = EnvCredentials::new("NEBULA_TEST_SURELY_UNSET_VAR")
+            .fetch(None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("NEBULA_TEST_SURELY_UNSET_VAR"),
+            "{err}"
         );
     }
 

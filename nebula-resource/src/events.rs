@@ -90,6 +90,10 @@ pub enum Event {
     CircuitHalfOpen(Source),
     /// The probes succeeded: the breaker closed.
     CircuitClosed(Source),
+    /// New credentials were fetched: a new generation of instances started.
+    CredentialsRotated(Source),
+    /// `reconfigure` replaced the config: a new generation of instances started.
+    Reconfigured(Source),
     /// `shutdown` began.
     ShutdownStarted,
     /// `shutdown` finished.

@@ -18,7 +18,10 @@ mod telemetry;
 pub mod tenancy;
 
 pub use crate::context::{Context, CreateContext, TenantId};
-pub use crate::credentials::{Secret, redact_url};
+pub use crate::credentials::{
+    CredentialFuture, CredentialProvider, Credentials, EnvCredentials, FileCredentials, Secret,
+    StaticCredentials, redact_url,
+};
 pub use crate::error::{BoxError, Error, ErrorKind, TimeoutPhase};
 pub use crate::events::Event;
 pub use crate::guard::Guard;

@@ -1,5 +1,9 @@
 //! [`Policy`]: the per-registration settings that are not the resource's own config.
 
+use std::fmt;
+use std::sync::Arc;
+
+use crate::credentials::CredentialProvider;
 use crate::error::Error;
 use crate::health::HealthConfig;
 use crate::pool::PoolConfig;
@@ -17,13 +21,44 @@ use crate::resilience::{BreakerConfig, RetryPolicy};
 ///     .retry(RetryPolicy::exponential(Duration::from_millis(50), 5));
 /// assert_eq!(policy.pool_config().get_max_size(), 32);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct Policy {
     pub(crate) pool: PoolConfig,
     pub(crate) health: HealthConfig,
     pub(crate) breaker: BreakerConfig,
     pub(crate) retry: RetryPolicy,
+    pub(crate) credentials: Option<Arc<dyn CredentialProvider>>,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("pool", &self.pool)
+            .field("health", &self.health)
+            .field("breaker", &self.breaker)
+            .field("retry", &self.retry)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "provider"),
+            )
+            .finish()
+    }
+}
+
+impl PartialEq for Policy {
+    /// Equal settings, and the same credential provider (by identity).
+    fn eq(&self, other: &Self) -> bool {
+        self.pool == other.pool
+            && self.health == other.health
+            && self.breaker == other.breaker
+            && self.retry == other.retry
+            && match (&self.credentials, &other.credentials) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
 }
 
 impl Policy {
@@ -54,6 +89,23 @@ impl Policy {
     #[must_use]
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Where instances get their credentials: fetched before the first create, handed to
+    /// `create` by [`CreateContext::credentials`](crate::CreateContext::credentials), and fetched
+    /// again on rotation or near expiry. Default: none.
+    #[must_use]
+    pub fn credentials(mut self, provider: impl CredentialProvider) -> Self {
+        self.credentials = Some(Arc::new(provider));
+        self
+    }
+
+    /// [`credentials`](Self::credentials) with a provider shared with other code (a test, an
+    /// admin endpoint that changes its answer).
+    #[must_use]
+    pub fn credentials_shared(mut self, provider: Arc<dyn CredentialProvider>) -> Self {
+        self.credentials = Some(provider);
         self
     }
 

@@ -27,11 +27,12 @@ use crate::context::{CreateContext, DependencyMap, TenantId};
 use crate::error::{Error, ErrorKind};
 use crate::events::{Event, Source};
 use crate::health::HealthReport;
+use crate::manager::validate_config;
 use crate::policy::Policy;
 use crate::pool::{Acquired, Pool, PoolStats};
 use crate::resilience::breaker::CircuitBreaker;
 use crate::resilience::{BreakerState, BreakerStatus, Watch};
-use crate::resource::{Config, Resource};
+use crate::resource::Resource;
 use crate::runtime::Runtime;
 
 /// Largest accepted [`Tenancy::max_tenants`].
@@ -244,15 +245,7 @@ impl<R: Resource> TenantPools<R> {
                     ))
                 });
         let config = resolved.map_err(reject)?;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.validate()))
-            .unwrap_or_else(|panic| {
-                Err(Error::panicked(
-                    ErrorKind::Config,
-                    "Config::validate",
-                    &*panic,
-                ))
-            })
-            .map_err(reject)?;
+        validate_config(&config).map_err(reject)?;
         let ctx = CreateContext::new(
             R::KEY,
             self.name.clone(),
@@ -421,6 +414,22 @@ impl<R: Resource> TenantPools<R> {
             .health
             .enabled
             .then_some(self.policy.health.interval)
+    }
+
+    /// Fetch every live tenant pool's credentials again; returns how many rotated.
+    pub(crate) async fn rotate_credentials(&self) -> Result<usize, Error> {
+        let mut rotated = 0;
+        for (_, pool) in self.live() {
+            rotated += usize::from(pool.rotate_credentials().await?);
+        }
+        Ok(rotated)
+    }
+
+    /// Replace one tenant's config, creating its pool if needed.
+    pub(crate) fn reconfigure(&self, tenant: &str, config: R::Config) -> Result<(), Error> {
+        let entry = self.pool(tenant)?;
+        entry.pool.reconfigure(config);
+        Ok(())
     }
 
     pub(crate) fn resource(&self) -> &R {

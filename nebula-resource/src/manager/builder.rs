@@ -3,7 +3,6 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +11,14 @@ use tokio::time::Instant;
 
 use super::dag::{self, NodeSpec};
 use super::maintenance;
-use super::registration::{Backend, Erased, Registration};
+use super::registration::{Backend, Erased, Registration, validate_config};
 use super::{ManagerInner, Node, ResourceManager, TypeMap};
 use crate::context::{CreateContext, DependencyMap, TenantId};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::policy::Policy;
 use crate::pool::Pool;
 use crate::pool::resident::Resident;
-use crate::resource::{Config, Resource, Topology};
+use crate::resource::{Resource, Topology};
 use crate::runtime::Runtime;
 use crate::status::Phase;
 use crate::tenancy::{Resolver, Tenancy, TenantPools};
@@ -67,17 +66,7 @@ impl<R: Resource> Entry for Typed<R> {
 
     fn validate(&self) -> Result<(), Error> {
         let validated = match &self.setup {
-            Setup::Shared(config) => {
-                std::panic::catch_unwind(AssertUnwindSafe(|| config.validate())).unwrap_or_else(
-                    |panic| {
-                        Err(Error::panicked(
-                            ErrorKind::Config,
-                            "Config::validate",
-                            &*panic,
-                        ))
-                    },
-                )
-            }
+            Setup::Shared(config) => validate_config(config),
             // Each tenant's config is validated when its pool is created.
             Setup::PerTenant(_, tenancy) if R::TOPOLOGY == Topology::Pooled => tenancy.validate(),
             Setup::PerTenant(..) => Err(Error::config(
@@ -191,7 +180,7 @@ impl ResourceManagerBuilder {
     /// pool gets its `PoolConfig`) and default [`Tenancy`].
     ///
     /// A resolver error, a panic in it, or a config that fails `validate` rejects that tenant's
-    /// acquires with [`ErrorKind::TenantRejected`] naming the tenant; other tenants are not
+    /// acquires with [`ErrorKind::TenantRejected`](crate::ErrorKind::TenantRejected) naming the tenant; other tenants are not
     /// affected. Only [`Topology::Pooled`] resources can be registered per tenant.
     ///
     /// ```
@@ -269,8 +258,8 @@ impl ResourceManagerBuilder {
     ///
     /// # Errors
     ///
-    /// - [`ErrorKind::Config`] for the first invalid config or policy, naming resource and field;
-    /// - [`ErrorKind::Duplicate`], [`ErrorKind::MissingDependency`], [`ErrorKind::Cycle`] (listing
+    /// - [`ErrorKind::Config`](crate::ErrorKind::Config) for the first invalid config or policy, naming resource and field;
+    /// - [`ErrorKind::Duplicate`](crate::ErrorKind::Duplicate), [`ErrorKind::MissingDependency`](crate::ErrorKind::MissingDependency), [`ErrorKind::Cycle`](crate::ErrorKind::Cycle) (listing
     ///   the whole cycle);
     /// - the error of a resource that failed to initialize, naming it and the dependents that
     ///   were not started; what had been created is shut down first.

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 pub use self::builder::ResourceManagerBuilder;
 use self::registration::Erased;
-pub(crate) use self::registration::Registration;
+pub(crate) use self::registration::{Registration, validate_config};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::Event;
@@ -209,6 +209,52 @@ impl ResourceManager {
     /// As [`acquire`](Self::acquire).
     pub async fn acquire_in<R: Resource>(&self, ctx: &Context) -> Result<Guard<R>, Error> {
         self.registration::<R>(None)?.acquire_in(ctx).await
+    }
+
+    /// Fetch the credentials of the unnamed registration of `R` again from its
+    /// [`CredentialProvider`](crate::CredentialProvider) (every tenant pool's, for a per-tenant
+    /// registration). Where they changed, a new generation starts: new instances use the new
+    /// credentials, idle old ones are destroyed at once, in-use old ones when their guards drop.
+    /// No acquire fails because of it. Returns how many pools rotated.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotRegistered`]; the provider's error (nothing changes then).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before the fetch finishes changes nothing.
+    pub async fn rotate_credentials<R: Resource>(&self) -> Result<usize, Error> {
+        self.registration::<R>(None)?.rotate_credentials().await
+    }
+
+    /// Replace the config of the unnamed registration of `R`, validated first. A new generation
+    /// starts: new instances use the new config, idle old ones are destroyed at once, in-use
+    /// old ones when their guards drop. No guard in use is touched and no acquire fails.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotRegistered`]; [`ErrorKind::Config`] naming the resource and field if the
+    /// config is invalid, or if `R` is registered per tenant (use
+    /// [`reconfigure_tenant`](Self::reconfigure_tenant)).
+    pub fn reconfigure<R: Resource>(&self, config: R::Config) -> Result<(), Error> {
+        self.registration::<R>(None)?.reconfigure(config)
+    }
+
+    /// Replace one tenant's config in the per-tenant registration of `R`, as
+    /// [`reconfigure`](Self::reconfigure) does for a shared one.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotRegistered`]; [`ErrorKind::TenantRejected`] for an invalid tenant id;
+    /// [`ErrorKind::Config`] for an invalid config or a registration that is not per tenant.
+    pub fn reconfigure_tenant<R: Resource>(
+        &self,
+        tenant: &str,
+        config: R::Config,
+    ) -> Result<(), Error> {
+        self.registration::<R>(None)?
+            .reconfigure_tenant(tenant, config)
     }
 
     /// A typed handle to the unnamed registration of `R`: cheap to clone, no lookup per acquire.

@@ -82,6 +82,49 @@ impl<R: Resource> Registration<R> {
         }
     }
 
+    /// Fetch the credentials again (every tenant pool's, for a per-tenant registration); where
+    /// they changed, a new generation starts. Returns how many pools rotated.
+    pub(crate) async fn rotate_credentials(&self) -> Result<usize, Error> {
+        match &self.backend {
+            Backend::Pooled(pool) => Ok(usize::from(pool.rotate_credentials().await?)),
+            Backend::Resident(resident) => Ok(usize::from(resident.rotate_credentials().await?)),
+            Backend::PerTenant(tenants) => tenants.rotate_credentials().await,
+        }
+    }
+
+    /// Replace the config of a shared registration: a new generation starts.
+    pub(crate) fn reconfigure(&self, config: R::Config) -> Result<(), Error> {
+        validate_config(&config).map_err(|err| err.in_resource(R::KEY, self.name.as_deref()))?;
+        match &self.backend {
+            Backend::Pooled(pool) => pool.reconfigure(config),
+            Backend::Resident(resident) => resident.reconfigure(config),
+            Backend::PerTenant(_) => {
+                return Err(Error::config(
+                    "config",
+                    "a per-tenant registration has one config per tenant: use `reconfigure_tenant`",
+                )
+                .in_resource(R::KEY, self.name.as_deref()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replace one tenant's config (its pool is created if it does not exist).
+    pub(crate) fn reconfigure_tenant(&self, tenant: &str, config: R::Config) -> Result<(), Error> {
+        let attribute = |err: Error| {
+            err.in_resource(R::KEY, self.name.as_deref())
+                .for_tenant(Some(tenant))
+        };
+        validate_config(&config).map_err(attribute)?;
+        match &self.backend {
+            Backend::PerTenant(tenants) => tenants.reconfigure(tenant, config),
+            _ => Err(attribute(Error::config(
+                "tenant",
+                "not a per-tenant registration: use `reconfigure`",
+            ))),
+        }
+    }
+
     /// The tenant pools of a per-tenant registration, each with its counts.
     pub(crate) fn tenants(&self) -> Vec<TenantStatus> {
         match &self.backend {
@@ -93,6 +136,19 @@ impl<R: Resource> Registration<R> {
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
     }
+}
+
+/// `config.validate()`, a panic caught as a `Config` error.
+pub(crate) fn validate_config<C: crate::resource::Config>(config: &C) -> Result<(), Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.validate())).unwrap_or_else(
+        |panic| {
+            Err(Error::panicked(
+                ErrorKind::Config,
+                "Config::validate",
+                &*panic,
+            ))
+        },
+    )
 }
 
 /// What the manager needs of any registration, whatever its resource type.

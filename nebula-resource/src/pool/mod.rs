@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use slab::Slab;
@@ -35,6 +36,7 @@ use tokio::time::Instant;
 pub use self::config::{MAX_DURATION, MAX_POOL_SIZE, PoolConfig, QueueOrder};
 pub use self::stats::PoolStats;
 use crate::context::CreateContext;
+use crate::credentials::CredentialSource;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
 use crate::policy::Policy;
@@ -52,6 +54,8 @@ pub(crate) struct Slot<R: Resource> {
     pub(crate) instance: R::Instance,
     expires_at: Option<Instant>,
     idle_since: Instant,
+    /// The config and credentials generation it was created with.
+    generation: u64,
 }
 
 impl<R: Resource> Slot<R> {
@@ -91,6 +95,9 @@ struct State<R: Resource> {
     breaker: CircuitBreaker,
     /// Set while quarantined (health rounds failed `failure_threshold` times): why.
     quarantine: Option<Arc<str>>,
+    /// Bumped by a reconfiguration or a credential rotation. Only current-generation instances
+    /// are kept idle; older ones are destroyed when they come back.
+    generation: u64,
 }
 
 impl<R: Resource> State<R> {
@@ -151,7 +158,7 @@ enum Counted {
 /// The shared part of one pool; guards and tasks hold it by `Arc`.
 pub(crate) struct Pool<R: Resource> {
     pub(crate) resource: Arc<R>,
-    config: R::Config,
+    config: ArcSwap<R::Config>,
     pub(crate) settings: PoolConfig,
     ctx: CreateContext,
     source: Source,
@@ -167,6 +174,9 @@ pub(crate) struct Pool<R: Resource> {
     default_recycle: AtomicBool,
     retry: RetryPolicy,
     pub(crate) watch: Watch,
+    credentials: CredentialSource,
+    /// A rotation for near expiry is under way.
+    rotating: AtomicBool,
 }
 
 struct Checkout {
@@ -195,7 +205,7 @@ impl<R: Resource> Pool<R> {
         let leaks = settings.leak_threshold.map(|_| Mutex::new(Slab::new()));
         Self {
             resource,
-            config,
+            config: ArcSwap::from_pointee(config),
             state: Mutex::new(State {
                 idle: VecDeque::with_capacity(settings.max_size.min(1024)),
                 waiters: Slab::new(),
@@ -213,6 +223,7 @@ impl<R: Resource> Pool<R> {
                 last_create_error: None,
                 breaker: CircuitBreaker::new(&policy.breaker),
                 quarantine: None,
+                generation: 0,
             }),
             settings,
             ctx,
@@ -225,6 +236,8 @@ impl<R: Resource> Pool<R> {
             default_recycle: AtomicBool::new(false),
             retry: policy.retry.clone(),
             watch: Watch::new(&policy.health, &policy.retry),
+            credentials: CredentialSource::new(policy.credentials.clone()),
+            rotating: AtomicBool::new(false),
         }
     }
 
@@ -543,6 +556,67 @@ impl<R: Resource> Pool<R> {
         emit_transition(&self.runtime, &self.source, transition);
     }
 
+    async fn ensure_credentials(&self) -> Result<(), Error> {
+        self.credentials
+            .ensure(&self.ctx)
+            .await
+            .map_err(|err| self.error(err))
+    }
+
+    /// Fetch the credentials again; if they changed, start a new generation. Returns whether
+    /// they changed.
+    pub(crate) async fn rotate_credentials(self: &Arc<Self>) -> Result<bool, Error> {
+        let changed = self
+            .credentials
+            .refresh(&self.ctx)
+            .await
+            .map_err(|err| self.error(err))?;
+        if changed {
+            self.new_generation("credentials rotated");
+            self.runtime
+                .emit(Event::CredentialsRotated(self.source.clone()));
+        }
+        Ok(changed)
+    }
+
+    /// Replace the config: a new generation starts.
+    pub(crate) fn reconfigure(self: &Arc<Self>, config: R::Config) {
+        self.config.store(Arc::new(config));
+        self.new_generation("reconfigured");
+        self.runtime.emit(Event::Reconfigured(self.source.clone()));
+    }
+
+    /// From now on only instances of the new generation are kept: idle ones are destroyed at
+    /// once, in-use ones when they come back. Waiters are served by new creates as places free
+    /// up, and maintenance refills `min_idle`.
+    fn new_generation(self: &Arc<Self>, why: &str) {
+        let idle: Vec<Slot<R>> = {
+            let mut state = self.state.lock();
+            state.generation += 1;
+            let idle: Vec<Slot<R>> = state.idle.drain(..).collect();
+            state.releasing += idle.len();
+            idle
+        };
+        tracing::info!(resource = R::KEY, tenant = ?self.source.tenant, why, retired = idle.len(), "new generation");
+        for slot in idle {
+            self.destroy(slot.instance);
+        }
+    }
+
+    /// Near expiry: rotate in the background (once at a time).
+    fn refresh_if_expiring(self: &Arc<Self>) {
+        if !CredentialSource::expiring(&self.ctx) || self.rotating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = Arc::clone(self);
+        self.runtime.spawn(async move {
+            if let Err(err) = pool.rotate_credentials().await {
+                tracing::warn!(resource = R::KEY, error = %err, "refreshing expiring credentials failed");
+            }
+            pool.rotating.store(false, Ordering::Release);
+        });
+    }
+
     /// The breaker's state and rates now.
     pub(crate) fn breaker_status(&self) -> BreakerStatus {
         self.state.lock().breaker.status(Instant::now())
@@ -666,13 +740,19 @@ impl<R: Resource> Pool<R> {
             armed: true,
         };
         let started = Instant::now();
-        let created = create_instance(
-            &*self.resource,
-            &self.config,
-            &self.ctx,
-            timeout.min(self.settings.create_timeout),
-        )
-        .await;
+        let generation = self.state.lock().generation;
+        let created = match self.ensure_credentials().await {
+            Ok(()) => {
+                create_instance(
+                    &*self.resource,
+                    &self.config.load_full(),
+                    &self.ctx,
+                    timeout.min(self.settings.create_timeout),
+                )
+                .await
+            }
+            Err(err) => Err(err),
+        };
         let mut instance = match created {
             Ok(instance) => instance,
             Err(err) => {
@@ -688,7 +768,7 @@ impl<R: Resource> Pool<R> {
         match checked {
             Ok(Ok(Ok(()))) => {
                 self.record(Outcome::Success, started.elapsed());
-                self.deliver_new(instance);
+                self.deliver_new(instance, generation);
                 Ok(())
             }
             failed => {
@@ -837,7 +917,7 @@ impl<R: Resource> Pool<R> {
         let _ = state
             .breaker
             .record(Call::Normal, Outcome::Success, Duration::ZERO, now);
-        if state.closed {
+        if state.closed || slot.generation != state.generation {
             state.releasing += 1;
             drop(state);
             self.destroy(slot.instance);
@@ -921,7 +1001,7 @@ impl<R: Resource> Pool<R> {
 
     /// Run `Resource::create` for a place already reserved in `size`, with its timeout and
     /// panic guard. If this future is dropped before it finishes, the place is given back.
-    async fn run_create(self: &Arc<Self>) -> Result<R::Instance, Error> {
+    async fn run_create(self: &Arc<Self>) -> Result<(R::Instance, u64), Error> {
         let mut reservation = Reservation {
             pool: self,
             armed: true,
@@ -931,13 +1011,17 @@ impl<R: Resource> Pool<R> {
             &self.retry,
             |_| async {
                 let attempt = Instant::now();
+                self.ensure_credentials().await?;
+                let generation = self.state.lock().generation;
+                let config = self.config.load_full();
                 let created = create_instance(
                     &*self.resource,
-                    &self.config,
+                    &config,
                     &self.ctx,
                     self.settings.create_timeout,
                 )
-                .await;
+                .await
+                .map(|instance| (instance, generation));
                 let outcome = if created.is_ok() {
                     Outcome::Success
                 } else {
@@ -961,17 +1045,18 @@ impl<R: Resource> Pool<R> {
     /// The body of a create task: create, then deliver the instance or the error.
     async fn create_one(self: Arc<Self>) {
         match self.run_create().await {
-            Ok(instance) => self.deliver_new(instance),
+            Ok((instance, generation)) => self.deliver_new(instance, generation),
             Err(err) => {
                 self.create_failed(err);
             }
         }
     }
 
-    fn deliver_new(self: &Arc<Self>, instance: R::Instance) {
+    fn deliver_new(self: &Arc<Self>, instance: R::Instance, generation: u64) {
         let now = Instant::now();
         let slot = Slot {
             instance,
+            generation,
             expires_at: self
                 .settings
                 .max_lifetime
@@ -981,10 +1066,15 @@ impl<R: Resource> Pool<R> {
         let mut state = self.state.lock();
         state.creating -= 1;
         state.created += 1;
-        if state.closed {
+        // Created with an older config or credentials: serve a waiter with it (it works, and is
+        // destroyed when it comes back), but never keep it idle.
+        let stale = slot.generation != state.generation && state.queue.is_empty();
+        if state.closed || stale {
             state.releasing += 1;
+            let creates = self.plan_creates(&mut state, 0);
             drop(state);
             self.destroy(slot.instance);
+            self.start_creates(creates);
             return;
         }
         let waker = state.hand_off(slot);
@@ -1036,7 +1126,7 @@ impl<R: Resource> Pool<R> {
                 state.creating += 1;
             }
             match self.run_create().await {
-                Ok(instance) => self.deliver_new(instance),
+                Ok((instance, generation)) => self.deliver_new(instance, generation),
                 Err(err) => {
                     let last = err.to_string();
                     return Err(self
@@ -1090,6 +1180,7 @@ impl<R: Resource> Pool<R> {
         }
         self.start_creates(creates);
         self.report_leaks(now);
+        self.refresh_if_expiring();
     }
 
     fn report_leaks(&self, now: Instant) {

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::context::CreateContext;
+use crate::credentials::CredentialSource;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
 use crate::policy::Policy;
@@ -44,7 +46,7 @@ struct Counts {
 /// The shared part of a resident registration.
 pub(crate) struct Resident<R: Resource> {
     pub(crate) resource: Arc<R>,
-    config: R::Config,
+    config: ArcSwap<R::Config>,
     settings: PoolConfig,
     ctx: CreateContext,
     source: Source,
@@ -63,6 +65,7 @@ pub(crate) struct Resident<R: Resource> {
     tripped: AtomicBool,
     retry: RetryPolicy,
     pub(crate) watch: Watch,
+    credentials: CredentialSource,
 }
 
 impl<R: Resource> Resident<R> {
@@ -76,7 +79,7 @@ impl<R: Resource> Resident<R> {
         let source = ctx.source();
         Self {
             resource,
-            config,
+            config: ArcSwap::from_pointee(config),
             settings: policy.pool.clone(),
             ctx,
             source,
@@ -92,7 +95,39 @@ impl<R: Resource> Resident<R> {
             tripped: AtomicBool::new(false),
             retry: policy.retry.clone(),
             watch: Watch::new(&policy.health, &policy.retry),
+            credentials: CredentialSource::new(policy.credentials.clone()),
         }
+    }
+
+    /// Retire the current instance: the next acquire creates one with the new config or
+    /// credentials. Handles already given out keep working until they are dropped.
+    fn retire_current(&self) {
+        let old = self.current.lock().take();
+        if let Some(old) = old {
+            self.retire(old.instance);
+        }
+    }
+
+    /// Replace the config; the next acquire creates the instance anew.
+    pub(crate) fn reconfigure(&self, config: R::Config) {
+        self.config.store(Arc::new(config));
+        self.retire_current();
+        self.runtime.emit(Event::Reconfigured(self.source.clone()));
+    }
+
+    /// Fetch the credentials again; if they changed, the next acquire creates the instance anew.
+    pub(crate) async fn rotate_credentials(&self) -> Result<bool, Error> {
+        let changed = self
+            .credentials
+            .refresh(&self.ctx)
+            .await
+            .map_err(|err| self.error(err))?;
+        if changed {
+            self.retire_current();
+            self.runtime
+                .emit(Event::CredentialsRotated(self.source.clone()));
+        }
+        Ok(changed)
     }
 
     fn refresh_tripped(&self) {
@@ -259,9 +294,13 @@ impl<R: Resource> Resident<R> {
             &self.retry,
             |_| async {
                 let attempt = Instant::now();
+                self.credentials
+                    .ensure(&self.ctx)
+                    .await
+                    .map_err(|err| self.error(err))?;
                 let created = create_instance(
                     &*self.resource,
-                    &self.config,
+                    &self.config.load_full(),
                     &self.ctx,
                     self.settings.create_timeout,
                 )
