@@ -1,0 +1,85 @@
+//! [`MySql`]: the resource — how a pooled connection is created, checked, reset and closed.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use nebula_resource::{CreateContext, Error, Resource};
+use sqlx::ConnectOptions;
+
+use crate::config::MySqlConfig;
+use crate::connection::MySqlConnection;
+
+/// The MySQL / MariaDB resource: a pool of [`MySqlConnection`]s, one per guard.
+///
+/// Register it with a [`MySqlConfig`]; acquire a [`Guard<MySql>`](nebula_resource::Guard) and
+/// pass `&mut *guard` to sqlx. The hooks:
+///
+/// | Hook | What it does |
+/// |---|---|
+/// | `create` | connects (TCP or socket, TLS, authentication, the initial `SET`) within `connect_timeout`; the error names the server, password hidden |
+/// | `check` | one round trip (`COM_PING`), for connections idle longer than the pool's `validate_after_idle` |
+/// | `is_broken` | whether a fatal error ([`is_fatal`](crate::is_fatal)) was seen, or the session changed under [`OnSessionChange::Retire`](crate::OnSessionChange::Retire): no I/O |
+/// | `recycle` | nothing for a clean connection; one `ROLLBACK` round trip if a transaction may be open ([`OnSessionChange::Keep`](crate::OnSessionChange::Keep): also releases locks) |
+/// | `destroy` | sends `COM_QUIT`, unless the connection is broken |
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MySql;
+
+impl Resource for MySql {
+    type Config = MySqlConfig;
+    type Instance = MySqlConnection;
+    const KEY: &'static str = "mysql";
+
+    async fn create(
+        &self,
+        config: &MySqlConfig,
+        _ctx: &CreateContext,
+    ) -> Result<MySqlConnection, Error> {
+        let options = config.connect_options()?;
+        let timeout = config.get_connect_timeout();
+        match tokio::time::timeout(timeout, options.connect()).await {
+            Ok(Ok(conn)) => Ok(MySqlConnection::new(conn, config.on_session_change)),
+            Ok(Err(source)) => Err(Error::create(ConnectError {
+                target: config.to_string(),
+                source,
+            })),
+            Err(_) => Err(Error::create(format!(
+                "connecting to {config} did not finish within the connect timeout of {timeout:?}"
+            ))),
+        }
+    }
+
+    async fn check(&self, conn: &mut MySqlConnection) -> Result<(), Error> {
+        conn.ping().await.map_err(Error::check)
+    }
+
+    fn is_broken(&self, conn: &MySqlConnection) -> bool {
+        conn.must_retire()
+    }
+
+    async fn recycle(&self, conn: &mut MySqlConnection) -> Result<(), Error> {
+        conn.reset().await
+    }
+
+    async fn destroy(&self, conn: MySqlConnection) {
+        conn.close().await;
+    }
+}
+
+/// A failed connection attempt: which server (password hidden), and the driver's error.
+#[derive(Debug)]
+struct ConnectError {
+    target: String,
+    source: sqlx::Error,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connecting to {}: {}", self.target, self.source)
+    }
+}
+
+impl StdError for ConnectError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.source)
+    }
+}
