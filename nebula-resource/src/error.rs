@@ -140,6 +140,8 @@ struct Inner {
     retry_after: Option<Duration>,
     note: Option<String>,
     source: Option<BoxError>,
+    /// Set by [`Error::permanent`]: retrying cannot help.
+    permanent: bool,
 }
 
 /// The error type of every fallible operation in this crate.
@@ -163,6 +165,7 @@ impl Error {
                 retry_after: None,
                 note: None,
                 source: None,
+                permanent: false,
             }),
         }
     }
@@ -280,18 +283,34 @@ impl Error {
         self.inner.kind
     }
 
+    /// Mark a failure that retrying cannot fix (authentication refused, unknown database): a
+    /// create that fails with it is not retried, whatever its kind.
+    ///
+    /// ```
+    /// use nebula_resource::Error;
+    /// let err = Error::create("password authentication failed for user \"app\"").permanent();
+    /// assert!(!err.is_retryable());
+    /// ```
+    #[must_use]
+    pub fn permanent(mut self) -> Self {
+        self.inner.permanent = true;
+        self
+    }
+
     /// Whether trying the same operation again may succeed: timeouts, failed creates and checks,
-    /// an open circuit or an unavailable resource. Configuration and registration errors are not.
+    /// an open circuit or an unavailable resource — unless marked [`permanent`](Self::permanent).
+    /// Configuration and registration errors are not.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.inner.kind,
-            ErrorKind::Timeout
-                | ErrorKind::CircuitOpen
-                | ErrorKind::Unavailable
-                | ErrorKind::Create
-                | ErrorKind::Check
-                | ErrorKind::Recycle
-        )
+        !self.inner.permanent
+            && matches!(
+                self.inner.kind,
+                ErrorKind::Timeout
+                    | ErrorKind::CircuitOpen
+                    | ErrorKind::Unavailable
+                    | ErrorKind::Create
+                    | ErrorKind::Check
+                    | ErrorKind::Recycle
+            )
     }
 
     /// The key of the resource this error concerns, if known.
