@@ -38,10 +38,14 @@ impl Resource for MySql {
         let timeout = config.get_connect_timeout();
         match tokio::time::timeout(timeout, options.connect()).await {
             Ok(Ok(conn)) => Ok(MySqlConnection::new(conn, config.on_session_change)),
-            Ok(Err(source)) => Err(Error::create(ConnectError {
-                target: config.to_string(),
-                source,
-            })),
+            Ok(Err(source)) => {
+                let permanent = refused_for_good(&source);
+                let err = Error::create(ConnectError {
+                    target: config.to_string(),
+                    source,
+                });
+                Err(if permanent { err.permanent() } else { err })
+            }
             Err(_) => Err(Error::create(format!(
                 "connecting to {config} did not finish within the connect timeout of {timeout:?}"
             ))),
@@ -82,4 +86,11 @@ impl StdError for ConnectError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         Some(&self.source)
     }
+}
+
+/// Access denied (1044, 1045, 1698) or an unknown database (1049): retrying cannot help.
+fn refused_for_good(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|db| matches!(db.number(), 1044 | 1045 | 1049 | 1698))
 }

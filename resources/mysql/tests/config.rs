@@ -101,6 +101,9 @@ async fn a_wrong_password_fails_to_connect_without_showing_it() {
     assert_hidden(&text);
     assert_eq!(err.kind(), ErrorKind::Create, "{text}");
     assert!(text.contains("Access denied"), "{text}");
+    // Authentication refused is permanent: not retried, and not retryable for the caller.
+    assert!(!err.is_retryable(), "{text}");
+    assert!(!text.contains("gave up after"), "{text}");
     assert!(
         text.contains("root:***@"),
         "names the server, password hidden: {text}"
