@@ -1,0 +1,167 @@
+//! Which driver errors leave a connection unusable, so the pool destroys it instead of handing it
+//! out again — the way HikariCP evicts a connection on a fatal SQLSTATE.
+
+use sqlx::postgres::{PgDatabaseError, PgSeverity};
+
+/// Whether `err` means the connection it came from is unusable: the pool must destroy it.
+///
+/// Fatal are:
+///
+/// - I/O, TLS and protocol errors, and a crashed driver worker: the byte stream to the server is
+///   lost or out of step;
+/// - server errors with severity `FATAL` or `PANIC` (the server closes the session after sending
+///   them: an administrator's `pg_terminate_backend`, a server shutdown or restart, an idle
+///   session timeout);
+/// - server errors whose SQLSTATE is fatal by [`is_fatal_sqlstate`] (class `08`, connection
+///   exception; `57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now).
+///
+/// Everything else — a constraint violation, a syntax error, a serialization failure, a row that
+/// did not decode — leaves the connection usable.
+///
+/// Errors of statements run through [`PostgresConnection`](crate::PostgresConnection) and
+/// [`PostgresTransaction`](crate::PostgresTransaction) are classified automatically; call this
+/// for your own retry decisions.
+///
+/// ```
+/// use nebula_resource_postgres::{is_fatal, sqlx};
+///
+/// let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+/// assert!(is_fatal(&sqlx::Error::Io(reset)));
+/// assert!(!is_fatal(&sqlx::Error::RowNotFound));
+/// ```
+pub fn is_fatal(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
+            Some(pg) => {
+                matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)
+                    || is_fatal_sqlstate(pg.code())
+            }
+            None => db.code().is_some_and(|code| is_fatal_sqlstate(&code)),
+        },
+        _ => false,
+    }
+}
+
+/// Whether a SQLSTATE means the session is gone: class `08` (connection exception) and `57P01`
+/// (admin shutdown), `57P02` (crash shutdown), `57P03` (cannot connect now).
+///
+/// ```
+/// use nebula_resource_postgres::is_fatal_sqlstate;
+///
+/// assert!(is_fatal_sqlstate("57P01"));
+/// assert!(is_fatal_sqlstate("08006"));
+/// assert!(!is_fatal_sqlstate("23505")); // unique violation
+/// ```
+pub fn is_fatal_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+/// Whether `err` is `25P02`, "current transaction is aborted, commands ignored until end of
+/// transaction block": only `ROLLBACK` gets the session out of it.
+pub(crate) fn is_failed_transaction(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "25P02")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::error::Error as StdError;
+    use std::fmt;
+
+    use sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::{is_failed_transaction, is_fatal, is_fatal_sqlstate};
+
+    /// A server error with only a SQLSTATE, as another driver layer might report it.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl fmt::Display for Coded {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl StdError for Coded {}
+
+    impl DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "coded"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn database(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Coded(code)))
+    }
+
+    #[test]
+    fn connection_exceptions_and_shutdowns_are_fatal() {
+        for code in [
+            "08000", "08003", "08006", "08001", "08P01", "57P01", "57P02", "57P03",
+        ] {
+            assert!(is_fatal_sqlstate(code), "{code}");
+            assert!(is_fatal(&database(code)), "{code}");
+        }
+    }
+
+    #[test]
+    fn ordinary_server_errors_are_not_fatal() {
+        for code in [
+            "23505", "42601", "40001", "40P01", "57014", "25P02", "22012", "XX000",
+        ] {
+            assert!(!is_fatal_sqlstate(code), "{code}");
+            assert!(!is_fatal(&database(code)), "{code}");
+        }
+    }
+
+    #[test]
+    fn transport_errors_are_fatal() {
+        let io = |kind| sqlx::Error::Io(std::io::Error::new(kind, "transport"));
+        assert!(is_fatal(&io(std::io::ErrorKind::UnexpectedEof)));
+        assert!(is_fatal(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(is_fatal(&io(std::io::ErrorKind::BrokenPipe)));
+        assert!(is_fatal(&sqlx::Error::Tls("handshake failed".into())));
+        assert!(is_fatal(&sqlx::Error::Protocol(
+            "unexpected message".to_owned()
+        )));
+        assert!(is_fatal(&sqlx::Error::WorkerCrashed));
+    }
+
+    #[test]
+    fn client_side_errors_are_not_fatal() {
+        assert!(!is_fatal(&sqlx::Error::RowNotFound));
+        assert!(!is_fatal(&sqlx::Error::ColumnNotFound("id".to_owned())));
+        assert!(!is_fatal(&sqlx::Error::Decode("bad utf-8".into())));
+        assert!(!is_fatal(&sqlx::Error::Encode("too long".into())));
+        assert!(!is_fatal(&sqlx::Error::PoolTimedOut));
+        assert!(!is_fatal(&sqlx::Error::BeginFailed));
+    }
+
+    #[test]
+    fn only_25p02_is_a_failed_transaction() {
+        assert!(is_failed_transaction(&database("25P02")));
+        assert!(!is_failed_transaction(&database("25P01")));
+        assert!(!is_failed_transaction(&sqlx::Error::RowNotFound));
+    }
+}

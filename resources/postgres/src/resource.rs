@@ -1,0 +1,98 @@
+//! [`Postgres`]: the resource — how a pooled connection is created, checked, reset and closed.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use nebula_resource::{CreateContext, Error, Resource};
+use sqlx::{ConnectOptions, Row};
+
+use crate::config::PostgresConfig;
+use crate::connection::PostgresConnection;
+
+/// The PostgreSQL resource: a pool of [`PostgresConnection`]s, one per guard.
+///
+/// Register it with a [`PostgresConfig`]; acquire a [`Guard<Postgres>`](nebula_resource::Guard)
+/// and pass `&mut *guard` to sqlx. The hooks:
+///
+/// | Hook | What it does |
+/// |---|---|
+/// | `create` | connects (TCP, TLS, authentication) and reads the backend's process id, within `connect_timeout`; the error names the server, password hidden |
+/// | `check` | one round trip (a `Sync`, answered by `ReadyForQuery`), for connections idle longer than the pool's `validate_after_idle` |
+/// | `is_broken` | whether a fatal error ([`is_fatal`](crate::is_fatal)) was seen on the connection: no I/O |
+/// | `recycle` | nothing for a clean connection; otherwise one round trip that rolls back and resets the session ([`SessionReset`](crate::SessionReset)) |
+/// | `destroy` | sends `Terminate`, unless the connection is broken |
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Postgres;
+
+impl Resource for Postgres {
+    type Config = PostgresConfig;
+    type Instance = PostgresConnection;
+    const KEY: &'static str = "postgres";
+
+    async fn create(
+        &self,
+        config: &PostgresConfig,
+        _ctx: &CreateContext,
+    ) -> Result<PostgresConnection, Error> {
+        let options = config.connect_options()?;
+        let timeout = config.get_connect_timeout();
+        let connect = async {
+            let mut conn = options.connect().await?;
+            // One simple-protocol round trip: no statement is prepared and cached for it.
+            let backend_pid: i32 = sqlx::raw_sql("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await?
+                .try_get(0)?;
+            Ok(PostgresConnection::new(
+                conn,
+                backend_pid,
+                config.session_reset,
+            ))
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(source)) => Err(Error::create(ConnectError {
+                target: config.to_string(),
+                source,
+            })),
+            Err(_) => Err(Error::create(format!(
+                "connecting to {config} did not finish within the connect timeout of {timeout:?}"
+            ))),
+        }
+    }
+
+    async fn check(&self, conn: &mut PostgresConnection) -> Result<(), Error> {
+        conn.ping().await.map_err(Error::check)
+    }
+
+    fn is_broken(&self, conn: &PostgresConnection) -> bool {
+        conn.is_broken()
+    }
+
+    async fn recycle(&self, conn: &mut PostgresConnection) -> Result<(), Error> {
+        conn.reset().await
+    }
+
+    async fn destroy(&self, conn: PostgresConnection) {
+        conn.close().await;
+    }
+}
+
+/// A failed connection attempt: which server (password hidden), and the driver's error.
+#[derive(Debug)]
+struct ConnectError {
+    target: String,
+    source: sqlx::Error,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connecting to {}: {}", self.target, self.source)
+    }
+}
+
+impl StdError for ConnectError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.source)
+    }
+}
