@@ -1,3 +1,638 @@
-//! redis throughput benchmark (in progress).
+//! Redis GET/SET throughput and latency: nebula-resource-redis against the raw driver and
+//! deadpool-redis, on a real server.
+//!
+//! Contenders, every one talking to the same server with the same connection settings
+//! (`TCP_NODELAY`, no password):
+//!
+//! - `ours`: the resident [`Redis`] resource — each operation is `manager.acquire::<Redis>()`,
+//!   one command, drop the guard;
+//! - `raw`: `redis::aio::ConnectionManager` — each operation clones the manager (what a
+//!   request handler does) and sends one command;
+//! - `deadpool`: `deadpool-redis` 0.23 with max size 16 — each operation is `pool.get()`, one
+//!   command, drop (deadpool-redis sends `UNWATCH` + `PING` when it hands out a pooled
+//!   connection: that is its default behaviour, and part of what is measured);
+//! - `ours-pool`: the pooled [`RedisDedicated`] resource with max size 16, for the pool-to-pool
+//!   comparison with deadpool;
+//! - `raw-b`: a second `raw` client, the control: its distance to `raw` is the noise floor of
+//!   this machine, printed under the table next to our ratio to `raw`.
+//!
+//! An operation alternates `SET key <64 bytes>` and `GET key` over 16 keys per contender. For
+//! each task count (1, 16, 64, 256), `tasks` tasks share a fixed number of operations on a
+//! 2-worker multi-thread tokio runtime; each sample reports throughput (operations per second,
+//! wall clock) and the 99th percentile of per-operation latency. Every round connects all
+//! contenders afresh (in a rotating order), warms each up, then samples each once, round-robin
+//! from a rotating start, so machine noise and where each connection's driver task happens to
+//! run hit them alike; a cell's figures are medians over its rounds, and a ratio is the median
+//! of the per-round ratios.
+//!
+//! ```text
+//! cargo bench -p nebula-resource-benches --bench redis
+//! BENCH_OPS=5000 BENCH_SAMPLES=3 BENCH_TASKS=1,64 cargo bench -p nebula-resource-benches --bench redis
+//! ```
+//!
+//! Knobs (environment variables, see `nebula_resource_benches::Settings`): `BENCH_OPS`
+//! (operations per sample, default 20000 here), `BENCH_SAMPLES` (default 7 here),
+//! `BENCH_WARMUP_OPS` (default `ops / 4`), `BENCH_TASKS` (default `1,16,64,256`),
+//! `BENCH_TIMEOUT_MS` (watchdog per sample); and `NEBULA_BENCH_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`).
 
-fn main() {}
+#![allow(
+    clippy::print_stdout,
+    reason = "a harness = false bench reports on stdout"
+)]
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nebula_resource::{Policy, PoolConfig, ResourceManager};
+use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, median, split_ops};
+use nebula_resource_redis::{Redis, RedisConfig, RedisDedicated};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::TcpSettings;
+use redis::{ConnectionInfo, IntoConnectionInfo};
+use tokio::task::JoinSet;
+
+/// Keys per contender; task `t` uses key `t % KEYS`.
+const KEYS: usize = 16;
+
+/// The value written by `SET`.
+const VALUE: &str = "nebula-resource-redis-bench-value-0123456789abcdefghijklmnopqrstuv";
+
+/// What this bench uses where the shared settings' defaults are sized for the in-memory pool
+/// bench: a Redis round trip costs tens of microseconds, not tens of nanoseconds.
+fn bench_default(name: &str) -> Option<String> {
+    match name {
+        "BENCH_OPS" => Some("20000".to_owned()),
+        "BENCH_SAMPLES" => Some("7".to_owned()),
+        _ => None,
+    }
+}
+
+/// The response timeout every contender that has one gets.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One Redis client under test.
+trait Contender: Send + Sync + 'static {
+    /// Run one command on `key`: `SET` when `set`, `GET` otherwise.
+    fn op(&self, key: &str, set: bool) -> impl Future<Output = ()> + Send;
+}
+
+/// Send `SET` or `GET` on any connection.
+async fn command(connection: &mut impl AsyncCommands, key: &str, set: bool) {
+    if set {
+        connection.set::<_, _, ()>(key, VALUE).await.expect("SET");
+    } else {
+        let value: Option<String> = connection.get(key).await.expect("GET");
+        std::hint::black_box(value);
+    }
+}
+
+struct Ours(ResourceManager);
+
+impl Contender for Ours {
+    async fn op(&self, key: &str, set: bool) {
+        let mut redis = self.0.acquire::<Redis>().await.expect("acquire Redis");
+        command(&mut *redis, key, set).await;
+    }
+}
+
+struct OursPool(ResourceManager);
+
+impl Contender for OursPool {
+    async fn op(&self, key: &str, set: bool) {
+        let mut conn = self
+            .0
+            .acquire::<RedisDedicated>()
+            .await
+            .expect("acquire RedisDedicated");
+        command(&mut *conn, key, set).await;
+    }
+}
+
+struct Raw(ConnectionManager);
+
+impl Raw {
+    async fn connect(url: &str) -> Self {
+        let manager = ConnectionManager::new_with_config(
+            redis::Client::open(connection_info(url)).expect("a Redis URL"),
+            ConnectionManagerConfig::new()
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_connection_timeout(Some(Duration::from_secs(5))),
+        )
+        .await
+        .expect("raw ConnectionManager");
+        Self(manager)
+    }
+}
+
+impl Contender for Raw {
+    async fn op(&self, key: &str, set: bool) {
+        let mut conn = self.0.clone();
+        command(&mut conn, key, set).await;
+    }
+}
+
+struct Deadpool(deadpool_redis::Pool);
+
+impl Contender for Deadpool {
+    async fn op(&self, key: &str, set: bool) {
+        let mut conn = self.0.get().await.expect("deadpool-redis get");
+        command(&mut *conn, key, set).await;
+    }
+}
+
+/// The contenders, in table order. `raw-b` is a second, identical raw client: how far it is
+/// from `raw` is how far two equal clients drift apart on this machine, the noise floor against
+/// which `ours / raw` is read.
+const NAMES: [&str; 5] = ["ours", "raw", "deadpool", "ours-pool", "raw-b"];
+
+struct Clients {
+    ours: Arc<Ours>,
+    raw: Arc<Raw>,
+    deadpool: Arc<Deadpool>,
+    ours_pool: Arc<OursPool>,
+    raw_b: Arc<Raw>,
+}
+
+impl Clients {
+    /// Connect every contender, starting with contender `first` (in [`NAMES`] order): where a
+    /// connection's driver task lands among the workers depends a little on when it is made.
+    async fn connect(url: &str, first: usize) -> Self {
+        let config = RedisConfig::new(url).response_timeout(RESPONSE_TIMEOUT);
+        let (mut ours, mut raw, mut deadpool, mut ours_pool, mut raw_b) =
+            (None, None, None, None, None);
+        for step in 0..NAMES.len() {
+            match (first + step) % NAMES.len() {
+                0 => {
+                    let manager = ResourceManager::builder()
+                        .register(Redis, config.clone())
+                        .build()
+                        .await
+                        .unwrap_or_else(|err| panic!("connect to Redis at {url}: {err}"));
+                    ours = Some(Ours(manager));
+                }
+                1 => raw = Some(Raw::connect(url).await),
+
+                2 => {
+                    let pool = deadpool_redis::Pool::builder(
+                        deadpool_redis::Manager::new(connection_info(url))
+                            .expect("deadpool-redis manager"),
+                    )
+                    .max_size(POOL_SIZE)
+                    .runtime(deadpool_redis::Runtime::Tokio1)
+                    .build()
+                    .expect("deadpool-redis pool");
+                    deadpool = Some(Deadpool(pool));
+                }
+                3 => {
+                    let manager = ResourceManager::builder()
+                        .register_with(
+                            RedisDedicated,
+                            config.clone(),
+                            Policy::default().pool(PoolConfig::default().max_size(POOL_SIZE)),
+                        )
+                        .build()
+                        .await
+                        .expect("build the dedicated pool");
+                    ours_pool = Some(OursPool(manager));
+                }
+                _ => raw_b = Some(Raw::connect(url).await),
+            }
+        }
+        Self {
+            ours: Arc::new(ours.expect("connected")),
+            raw: Arc::new(raw.expect("connected")),
+            deadpool: Arc::new(deadpool.expect("connected")),
+            ours_pool: Arc::new(ours_pool.expect("connected")),
+            raw_b: Arc::new(raw_b.expect("connected")),
+        }
+    }
+
+    async fn close(self) {
+        for manager in [&self.ours.0, &self.ours_pool.0] {
+            manager
+                .shutdown(Duration::from_secs(5))
+                .await
+                .expect("shut down");
+        }
+        self.deadpool.0.close();
+    }
+
+    /// One sample of contender `index` (in [`NAMES`] order).
+    async fn sample(
+        &self,
+        index: usize,
+        keys: &Keys,
+        tasks: usize,
+        ops: u64,
+        limit: Duration,
+    ) -> Option<Sample> {
+        let keys = keys.of(index);
+        match index {
+            0 => run_sample(&self.ours, keys, tasks, ops, limit).await,
+            1 => run_sample(&self.raw, keys, tasks, ops, limit).await,
+            2 => run_sample(&self.deadpool, keys, tasks, ops, limit).await,
+            3 => run_sample(&self.ours_pool, keys, tasks, ops, limit).await,
+            _ => run_sample(&self.raw_b, keys, tasks, ops, limit).await,
+        }
+    }
+}
+
+/// The server's connection settings, as every contender gets them.
+fn connection_info(url: &str) -> ConnectionInfo {
+    url.into_connection_info()
+        .expect("a Redis URL")
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true))
+}
+
+/// The keys of every contender: `nebula-bench:<pid>:<contender>:<n>`.
+struct Keys(Vec<Arc<[String]>>);
+
+impl Keys {
+    fn new() -> Self {
+        let pid = std::process::id();
+        Self(
+            NAMES
+                .iter()
+                .map(|name| {
+                    (0..KEYS)
+                        .map(|n| format!("nebula-bench:{pid}:{name}:{n}"))
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
+    fn of(&self, index: usize) -> Arc<[String]> {
+        Arc::clone(&self.0[index])
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .flat_map(|keys| keys.iter().cloned())
+            .collect()
+    }
+}
+
+/// One sample: wall time and every operation's latency.
+struct Sample {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Sample {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "bench figures are far below 2^52"
+    )]
+    fn ops_per_sec(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The 99th percentile latency in microseconds (nearest rank).
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a rank within a vector of at most a few million latencies"
+    )]
+    fn p99_micros(&mut self) -> f64 {
+        self.latencies.sort_unstable();
+        let rank = ((self.latencies.len() as f64) * 0.99).ceil() as usize;
+        let index = rank.clamp(1, self.latencies.len()) - 1;
+        self.latencies[index].as_secs_f64() * 1e6
+    }
+}
+
+/// Spawn `tasks` tasks that together run `ops` operations on `contender`, timing each.
+///
+/// Returns `None` (after aborting and reaping the tasks) if they did not finish within `limit`.
+/// Call it from outside the runtime's workers (the `block_on` future) so the timer does not
+/// compete with the tasks it times.
+async fn run_sample<C: Contender>(
+    contender: &Arc<C>,
+    keys: Arc<[String]>,
+    tasks: usize,
+    ops: u64,
+    limit: Duration,
+) -> Option<Sample> {
+    let mut set = JoinSet::new();
+    let start = Instant::now();
+    for (task, count) in split_ops(ops, tasks).into_iter().enumerate() {
+        let contender = Arc::clone(contender);
+        let keys = Arc::clone(&keys);
+        set.spawn(async move {
+            let key = &keys[task % keys.len()];
+            let mut latencies =
+                Vec::with_capacity(usize::try_from(count).expect("ops fit in usize"));
+            for i in 0..count {
+                let began = Instant::now();
+                contender.op(key, i % 2 == 0).await;
+                latencies.push(began.elapsed());
+            }
+            latencies
+        });
+    }
+    let joined = tokio::time::timeout(limit, async {
+        let mut latencies = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(task) => latencies.extend(task),
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(err) => panic!("bench task failed: {err}"),
+            }
+        }
+        latencies
+    })
+    .await;
+    let elapsed = start.elapsed();
+    match joined {
+        Ok(latencies) => Some(Sample { elapsed, latencies }),
+        Err(_) => {
+            set.abort_all();
+            while set.join_next().await.is_some() {}
+            None
+        }
+    }
+}
+
+/// One contender's samples in one row.
+#[derive(Default)]
+struct Cell {
+    ops_per_sec: Vec<f64>,
+    p99_micros: Vec<f64>,
+    hung: usize,
+}
+
+impl Cell {
+    fn record(&mut self, sample: Option<Sample>) {
+        match sample {
+            Some(mut sample) => {
+                self.ops_per_sec.push(sample.ops_per_sec());
+                self.p99_micros.push(sample.p99_micros());
+            }
+            None => self.hung += 1,
+        }
+    }
+
+    fn ops(&self) -> Option<f64> {
+        (self.hung == 0)
+            .then(|| median(&self.ops_per_sec))
+            .flatten()
+    }
+
+    fn p99(&self) -> Option<f64> {
+        (self.hung == 0).then(|| median(&self.p99_micros)).flatten()
+    }
+
+    fn show_ops(&self) -> String {
+        self.ops()
+            .map_or_else(|| self.missing(), |ops| format!("{:.1}k", ops / 1e3))
+    }
+
+    fn show_p99(&self) -> String {
+        self.p99()
+            .map_or_else(|| self.missing(), |p99| format!("{p99:.0}"))
+    }
+
+    fn missing(&self) -> String {
+        if self.hung > 0 { "hang" } else { "-" }.to_owned()
+    }
+}
+
+/// The median of the per-round ratios `ours[i] / peer[i]`: each round samples every contender
+/// back to back, so a ratio within a round cancels the machine's slower drifts.
+fn paired_ratio(ours: &[f64], peer: &[f64]) -> Option<f64> {
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(peer)
+        .filter(|&(_, &peer)| peer > 0.0)
+        .map(|(ours, peer)| ours / peer)
+        .collect();
+    median(&ratios)
+}
+
+/// `ours / peer` for throughput (higher is better for us) and p99 (lower is better for us).
+fn ratios(ours: &Cell, peer: &Cell) -> (Option<f64>, Option<f64>) {
+    if ours.hung > 0 || peer.hung > 0 {
+        return (None, None);
+    }
+    (
+        paired_ratio(&ours.ops_per_sec, &peer.ops_per_sec),
+        paired_ratio(&ours.p99_micros, &peer.p99_micros),
+    )
+}
+
+fn show_ratio(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.3}"))
+}
+
+struct Row {
+    tasks: usize,
+    cells: [Cell; 5],
+}
+
+/// One row: `samples` rounds, each with fresh clients (made in a rotating order), a warm-up of
+/// every contender (pools fill up), then one measured sample of each, round-robin from a
+/// rotating start.
+async fn run_row(url: &str, keys: &Keys, settings: &Settings, tasks: usize) -> Row {
+    let mut cells: [Cell; 5] = Default::default();
+    for round in 0..settings.samples {
+        let clients = Clients::connect(url, round).await;
+        for step in 0..NAMES.len() {
+            let index = (round + step) % NAMES.len();
+            if settings.warmup_ops > 0 {
+                let warm = clients
+                    .sample(index, keys, tasks, settings.warmup_ops, settings.timeout)
+                    .await;
+                report_hang(index, settings, warm.is_none());
+            }
+        }
+        for step in 0..NAMES.len() {
+            let index = (round + step) % NAMES.len();
+            let outcome = clients
+                .sample(index, keys, tasks, settings.ops, settings.timeout)
+                .await;
+            report_hang(index, settings, outcome.is_none());
+            cells[index].record(outcome);
+        }
+        clients.close().await;
+    }
+    Row { tasks, cells }
+}
+
+fn report_hang(index: usize, settings: &Settings, hung: bool) {
+    if hung {
+        eprintln!(
+            "    {}: no finish within {:?}; aborted its tasks",
+            NAMES[index], settings.timeout
+        );
+    }
+}
+
+fn render(rows: &[Row]) -> String {
+    const HEADERS: [&str; 15] = [
+        "tasks",
+        "ours ops/s",
+        "p99 µs",
+        "raw ops/s",
+        "p99 µs",
+        "deadpool ops/s",
+        "p99 µs",
+        "ours-pool ops/s",
+        "p99 µs",
+        "ours/raw ops",
+        "ours/raw p99",
+        "ours/deadpool ops",
+        "ours/deadpool p99",
+        "pool/deadpool ops",
+        "pool/deadpool p99",
+    ];
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let [ours, raw, deadpool, pool, _] = &row.cells;
+            let (raw_ops, raw_p99) = ratios(ours, raw);
+            let (dp_ops, dp_p99) = ratios(ours, deadpool);
+            let (pool_ops, pool_p99) = ratios(pool, deadpool);
+            let [raw_ops, raw_p99, dp_ops, dp_p99, pool_ops, pool_p99] =
+                [raw_ops, raw_p99, dp_ops, dp_p99, pool_ops, pool_p99].map(show_ratio);
+            vec![
+                row.tasks.to_string(),
+                ours.show_ops(),
+                ours.show_p99(),
+                raw.show_ops(),
+                raw.show_p99(),
+                deadpool.show_ops(),
+                deadpool.show_p99(),
+                pool.show_ops(),
+                pool.show_p99(),
+                raw_ops,
+                raw_p99,
+                dp_ops,
+                dp_p99,
+                pool_ops,
+                pool_p99,
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(|header| header.chars().count());
+    for line in &body {
+        for (width, text) in widths.iter_mut().zip(line) {
+            *width = (*width).max(text.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push = |cells: Vec<&str>| {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(text, width)| format!("{text:>width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join(" | ").trim_end());
+    };
+    push(HEADERS.to_vec());
+    let rules: Vec<String> = widths.iter().map(|width| "-".repeat(*width)).collect();
+    push(rules.iter().map(String::as_str).collect());
+    for line in &body {
+        push(line.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// The verdict against the targets: ours ≥ 0.97× the raw driver's throughput and p99 ≤ 1.1×.
+fn verdict(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let [ours, raw, .., raw_b] = &row.cells;
+        let verdict = match (ratios(ours, raw), ratios(raw_b, raw)) {
+            ((Some(throughput), Some(latency)), (Some(floor_ops), Some(floor_p99))) => {
+                let ok = throughput >= 0.97 && latency <= 1.1;
+                format!(
+                    "{} (throughput {throughput:.3}x, p99 {latency:.3}x; noise floor: an \
+                     identical second raw client measured {floor_ops:.3}x, p99 {floor_p99:.3}x)",
+                    if ok { "meets" } else { "MISSES" }
+                )
+            }
+            _ => "no figures".to_owned(),
+        };
+        let _ = writeln!(out, "  tasks={:<4} {verdict}", row.tasks);
+    }
+    out
+}
+
+const HOW_TO_READ: &str = "\
+How to read this table:
+  * ops/s: operations (one SET or one GET, alternating) per second of wall time, all tasks
+    together; higher is better. p99 µs: 99th percentile of one operation's latency (acquire,
+    command, release), in microseconds; lower is better. Each figure is the median over the
+    samples of the cell.
+  * ours/<peer> ops = our throughput divided by the peer's (> 1.000: we are faster);
+    ours/<peer> p99 = our p99 divided by the peer's (< 1.000: our tail is shorter). A ratio is
+    the median of the per-round ratios (every round samples all contenders back to back), so
+    it can differ from the ratio of the two medians shown.
+    pool/deadpool compares our dedicated-connection pool with deadpool-redis (both pools of 16).
+  * The noise floor under the table: `raw-b`, a second raw client identical to `raw`, sampled
+    like the others; its ratio to `raw` shows how far two equal clients drift apart here.
+  * The server runs on the same 2 cores as the 2-worker runtime: absolute figures are the
+    machine's, the ratios are the point.";
+
+fn main() {
+    let settings = match Settings::from_lookup(|name| {
+        std::env::var(name).ok().or_else(|| bench_default(name))
+    }) {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("redis: bad setting: {message}");
+            std::process::exit(2);
+        }
+    };
+    let url = std::env::var("NEBULA_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .enable_all()
+        .build()
+        .expect("build tokio runtime");
+
+    println!(
+        "redis: GET/SET against {url}, pools of {POOL_SIZE}, tokio multi-thread runtime with \
+         {WORKER_THREADS} workers"
+    );
+    println!(
+        "settings: ops/sample={} samples={} warmup ops={} tasks={:?} watchdog={:?}",
+        settings.ops, settings.samples, settings.warmup_ops, settings.tasks, settings.timeout,
+    );
+
+    let rows = runtime.block_on(async {
+        let keys = Keys::new();
+        let mut rows = Vec::with_capacity(settings.tasks.len());
+        for (index, &tasks) in settings.tasks.iter().enumerate() {
+            eprintln!("[{}/{}] tasks={tasks}", index + 1, settings.tasks.len());
+            rows.push(run_row(&url, &keys, &settings, tasks).await);
+        }
+        let mut cleanup = redis::Client::open(connection_info(&url))
+            .expect("a Redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect for cleanup");
+        let _: () = cleanup
+            .del(keys.all())
+            .await
+            .expect("delete the bench keys");
+        rows
+    });
+
+    println!();
+    print!("{}", render(&rows));
+    println!();
+    println!("Target: ours >= 0.97x raw throughput and p99 <= 1.1x raw, at every task count:");
+    print!("{}", verdict(&rows));
+    println!();
+    println!("{HOW_TO_READ}");
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}

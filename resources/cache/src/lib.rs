@@ -1,1 +1,10 @@
-//! The cache resource for nebula-resource (in progress).
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod config;
+mod resource;
+
+pub use moka;
+
+pub use crate::config::{CacheConfig, MAX_CAPACITY, MAX_EXPIRY};
+pub use crate::resource::{Cache, CacheHandle};
