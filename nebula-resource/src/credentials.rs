@@ -371,47 +371,50 @@ const SECRET_PARAMS: [&str; 6] = ["password", "pass", "pwd", "secret", "token", 
 /// assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (url, None),
-    };
     let mut out = String::with_capacity(url.len());
-    match head.split_once("://") {
+    let rest = match url.split_once("://") {
         Some((scheme, rest)) => {
             out.push_str(scheme);
             out.push_str("://");
-            let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    match userinfo.split_once(':') {
-                        Some((user, _password)) => {
-                            out.push_str(user);
-                            out.push_str(":***");
-                        }
-                        None => out.push_str(userinfo),
-                    }
-                    out.push('@');
-                    out.push_str(host);
-                }
-                None => out.push_str(authority),
-            }
-            out.push_str(path);
+            rest
         }
-        None => out.push_str(head),
-    }
+        None => url,
+    };
+    // A password may hold unencoded '/', '?', '#' or '@': the userinfo runs to the last '@'
+    // of the whole string, wherever the authority would otherwise seem to end.
+    let rest = match (url.contains("://"), rest.rsplit_once('@')) {
+        (true, Some((userinfo, after))) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            after
+        }
+        _ => rest,
+    };
+    let (head, query) = match rest.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (rest, None),
+    };
+    out.push_str(head);
     if let Some(query) = query {
         out.push('?');
         for (i, pair) in query.split('&').enumerate() {
             if i > 0 {
                 out.push('&');
             }
-            match pair.split_once('=') {
-                Some((name, _)) if SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => {
-                    out.push_str(name);
-                    out.push_str("=***");
-                }
-                _ => out.push_str(pair),
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let lower = name.to_ascii_lowercase();
+            // A pair naming a secret, even malformed (`password:x`), keeps only its name.
+            if let Some(secret) = SECRET_PARAMS.iter().find(|p| lower.starts_with(*p)) {
+                out.push_str(&name[..secret.len()]);
+                out.push_str("=***");
+            } else {
+                out.push_str(pair);
             }
         }
     }
@@ -438,6 +441,24 @@ mod tests {
         );
         assert_eq!(redact_url(""), "");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn passwords_with_reserved_characters_never_leak() {
+        for (url, secret) in [
+            ("postgres://u:pa/ss@h/db", "pa/ss"),
+            ("postgres://u:pa?ss@h/db", "pa?ss"),
+            ("postgres://u:pa#ss@h/db", "pa#ss"),
+            ("postgres://u:p@ss@h/db", "p@ss"),
+            ("postgres://h/db?password:xyzzy", "xyzzy"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} -> {shown}");
+        }
+        assert_eq!(
+            redact_url("postgres://u:pa/ss@h/db"),
+            "postgres://u:***@h/db"
+        );
     }
 
     #[test]
