@@ -1,254 +1,298 @@
-//! Quickstart: three resources in a dependency DAG, no server needed.
+//! Quickstart: a user directory over a SQL database with a read-through cache, three resources
+//! in a dependency DAG.
 //!
-//! - `Store`: a pooled session to an in-process key-value store (the stand-in for a database);
-//! - `Cache`: one resident cache shared by every acquirer;
+//! - the database: SQLite in memory by default, PostgreSQL when `DATABASE_URL` is set;
+//! - the cache: in-process (moka) by default, Redis when `REDIS_URL` is set;
 //! - `Users`: a repository that depends on both, created after them.
 //!
-//! Run it with `cargo run -p nebula-resource-examples --example quickstart`.
+//! ```text
+//! cargo run -p nebula-resource-examples --example quickstart
+//! DATABASE_URL=postgres://postgres@127.0.0.1/test REDIS_URL=redis://127.0.0.1 \
+//!     cargo run -p nebula-resource-examples --example quickstart
+//! ```
 #![allow(clippy::print_stdout, reason = "an example prints what it does")]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use nebula_resource::{
     Config, CreateContext, Dependencies, Error, Handle, Policy, PoolConfig, Resource,
-    ResourceManager,
+    ResourceManager, redact_url,
 };
+use nebula_resource_cache::{Cache, CacheConfig};
+use nebula_resource_postgres::{Postgres, PostgresConfig};
+use nebula_resource_redis::redis::AsyncCommands;
+use nebula_resource_redis::{Redis, RedisConfig};
+use nebula_resource_sqlite::sqlx;
+use nebula_resource_sqlite::{Sqlite, SqliteConfig};
 
-/// The in-process "database" every `Store` session talks to.
-type Table = Arc<Mutex<HashMap<u32, String>>>;
+/// The users every run starts with.
+const SEED: [(i64, &str); 3] = [(1, "ada"), (2, "grace"), (3, "barbara")];
 
-#[derive(Clone)]
-struct StoreConfig {
-    table: Table,
+/// What the repository needs of a SQL database resource.
+trait Database: Resource {
+    fn seed(conn: &mut Self::Instance) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    fn name(
+        conn: &mut Self::Instance,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<String>, sqlx::Error>> + Send;
 }
 
-impl Config for StoreConfig {}
-
-/// A session to the store: exclusive while checked out, like a database connection.
-struct Session {
-    id: u64,
-    table: Table,
-}
-
-impl Session {
-    fn get(&self, key: u32) -> Option<String> {
-        self.table.lock().ok()?.get(&key).cloned()
-    }
-}
-
-struct Store {
-    sessions: std::sync::atomic::AtomicU64,
-}
-
-impl Resource for Store {
-    type Config = StoreConfig;
-    type Instance = Session;
-    const KEY: &'static str = "store";
-
-    async fn create(&self, config: &StoreConfig, _ctx: &CreateContext) -> Result<Session, Error> {
-        // A real driver would connect here; we pretend it takes a moment.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let id = self
-            .sessions
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Session {
-            id,
-            table: Arc::clone(&config.table),
-        })
-    }
-
-    async fn check(&self, session: &mut Session) -> Result<(), Error> {
-        session
-            .table
-            .lock()
-            .map(drop)
-            .map_err(|_| Error::check("store table poisoned"))
-    }
-}
-
-#[derive(Clone)]
-struct CacheConfig {
-    capacity: usize,
-}
-
-impl Config for CacheConfig {
-    fn validate(&self) -> Result<(), Error> {
-        if self.capacity == 0 {
-            return Err(Error::config("capacity", "must be at least 1"));
+impl Database for Sqlite {
+    async fn seed(conn: &mut Self::Instance) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS quickstart_users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        for (id, name) in SEED {
+            sqlx::query("INSERT OR IGNORE INTO quickstart_users (id, name) VALUES (?, ?)")
+                .bind(id)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
         }
+        Ok(())
+    }
+
+    async fn name(conn: &mut Self::Instance, id: i64) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT name FROM quickstart_users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+    }
+}
+
+impl Database for Postgres {
+    async fn seed(conn: &mut Self::Instance) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS quickstart_users (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        for (id, name) in SEED {
+            sqlx::query(
+                "INSERT INTO quickstart_users (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn name(conn: &mut Self::Instance, id: i64) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT name FROM quickstart_users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+    }
+}
+
+/// What the repository needs of a cache resource.
+trait Lookaside: Resource {
+    fn get(
+        cache: &mut Self::Instance,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+    fn put(
+        cache: &mut Self::Instance,
+        id: i64,
+        name: String,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+impl Lookaside for Cache<i64, String> {
+    async fn get(cache: &mut Self::Instance, id: i64) -> Result<Option<String>, Error> {
+        Ok(cache.get(&id).await)
+    }
+
+    async fn put(cache: &mut Self::Instance, id: i64, name: String) -> Result<(), Error> {
+        cache.insert(id, name).await;
         Ok(())
     }
 }
 
-/// A shared cache: every acquirer gets a clone of the same handle.
-#[derive(Clone)]
-struct CacheHandle {
-    entries: Arc<Mutex<HashMap<u32, String>>>,
-    capacity: usize,
-}
-
-struct Cache;
-
-impl Resource for Cache {
-    type Config = CacheConfig;
-    type Instance = CacheHandle;
-    const KEY: &'static str = "cache";
-    const TOPOLOGY: nebula_resource::Topology = nebula_resource::Topology::Resident;
-
-    async fn create(
-        &self,
-        config: &CacheConfig,
-        _ctx: &CreateContext,
-    ) -> Result<CacheHandle, Error> {
-        Ok(CacheHandle {
-            entries: Arc::default(),
-            capacity: config.capacity,
-        })
+impl Lookaside for Redis {
+    async fn get(cache: &mut Self::Instance, id: i64) -> Result<Option<String>, Error> {
+        cache
+            .get(format!("quickstart:user:{id}"))
+            .await
+            .map_err(Error::check)
     }
 
-    fn share(&self, cache: &CacheHandle) -> Option<CacheHandle> {
-        Some(cache.clone())
+    async fn put(cache: &mut Self::Instance, id: i64, name: String) -> Result<(), Error> {
+        cache
+            .set_ex(format!("quickstart:user:{id}"), name, 60)
+            .await
+            .map_err(Error::check)
     }
 }
 
-#[derive(Clone)]
-struct UsersConfig;
-
-impl Config for UsersConfig {}
-
-/// A repository over the store, with a read-through cache.
-struct UserRepo {
-    store: Handle<Store>,
-    cache: Handle<Cache>,
+/// A repository over the database, with a read-through cache.
+struct UserRepo<D: Resource, C: Resource> {
+    db: Handle<D>,
+    cache: Handle<C>,
 }
 
-impl UserRepo {
-    async fn name(&self, user: u32) -> Result<Option<String>, Error> {
-        let cache = self.cache.acquire().await?;
-        if let Some(hit) = cache
-            .entries
-            .lock()
-            .ok()
-            .and_then(|e| e.get(&user).cloned())
-        {
+impl<D: Database, C: Lookaside> UserRepo<D, C> {
+    async fn name(&self, id: i64) -> Result<Option<String>, Error> {
+        let mut cache = self.cache.acquire().await?;
+        if let Some(hit) = C::get(&mut cache, id).await? {
             return Ok(Some(hit));
         }
-        let session = self.store.acquire().await?;
-        let found = session.get(user);
-        if let (Some(name), Ok(mut entries)) = (&found, cache.entries.lock())
-            && entries.len() < cache.capacity
-        {
-            entries.insert(user, name.clone());
+        let mut conn = self.db.acquire().await?;
+        let found = D::name(&mut conn, id).await.map_err(Error::check)?;
+        drop(conn);
+        if let Some(name) = &found {
+            C::put(&mut cache, id, name.clone()).await?;
         }
         Ok(found)
     }
 }
 
-struct Users;
+#[derive(Clone, Default)]
+struct UsersConfig;
 
-impl Resource for Users {
+impl Config for UsersConfig {}
+
+/// The repository resource: created once both its dependencies are ready.
+struct Users<D, C>(PhantomData<fn() -> (D, C)>);
+
+impl<D: Database, C: Lookaside> Resource for Users<D, C> {
     type Config = UsersConfig;
-    type Instance = UserRepo;
+    type Instance = UserRepo<D, C>;
     const KEY: &'static str = "users";
 
     fn dependencies() -> Dependencies {
-        Dependencies::none().on::<Store>().on::<Cache>()
+        Dependencies::none().on::<D>().on::<C>()
     }
 
-    async fn create(&self, _config: &UsersConfig, ctx: &CreateContext) -> Result<UserRepo, Error> {
+    async fn create(
+        &self,
+        _config: &UsersConfig,
+        ctx: &CreateContext,
+    ) -> Result<UserRepo<D, C>, Error> {
+        let db = ctx.dependency::<D>()?;
+        let mut conn = db.acquire().await?;
+        D::seed(&mut conn).await.map_err(Error::create)?;
+        drop(conn);
         Ok(UserRepo {
-            store: ctx.dependency::<Store>()?,
-            cache: ctx.dependency::<Cache>()?,
+            db,
+            cache: ctx.dependency::<C>()?,
         })
     }
+}
+
+async fn run<D: Database, C: Lookaside>(
+    database: D,
+    database_config: D::Config,
+    cache: C,
+    cache_config: C::Config,
+) -> Result<(), Error> {
+    let manager = ResourceManager::builder()
+        .register(Users::<D, C>(PhantomData), UsersConfig)
+        .register_with(
+            database,
+            database_config,
+            Policy::default().pool(
+                PoolConfig::default()
+                    .max_size(4)
+                    .min_idle(1)
+                    .acquire_timeout(Duration::from_secs(2)),
+            ),
+        )
+        .register(cache, cache_config)
+        .build()
+        .await?;
+
+    let users = manager.handle::<Users<D, C>>()?;
+    let repo = users.acquire().await?;
+    for id in [1, 2, 1, 3, 4] {
+        match repo.name(id).await? {
+            Some(name) => println!("user {id}: {name}"),
+            None => println!("user {id}: not found"),
+        }
+    }
+    drop(repo);
+
+    println!();
+    println!(
+        "{:<16} {:<9} {:<8} {:<9} {:>4} {:>4} {:>6}  counters",
+        "resource", "topology", "phase", "health", "size", "idle", "in use"
+    );
+    for resource in manager.status().resources {
+        let counters: Vec<String> = resource
+            .counters
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        println!(
+            "{:<16} {:<9} {:<8} {:<9} {:>4} {:>4} {:>6}  {}",
+            resource.key,
+            format!("{:?}", resource.topology),
+            format!("{:?}", resource.phase),
+            resource.health.health.to_string(),
+            resource.pool.size,
+            resource.pool.idle,
+            resource.pool.in_use,
+            counters.join(" ")
+        );
+    }
+
+    manager.shutdown(Duration::from_secs(5)).await?;
+    println!("\nshut down: dependents first, every instance destroyed");
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
 
-    let table: Table = Arc::new(Mutex::new(
-        [
-            (1, "ada".to_owned()),
-            (2, "grace".to_owned()),
-            (3, "barbara".to_owned()),
-        ]
-        .into(),
-    ));
-    let manager = ResourceManager::builder()
-        .register(Users, UsersConfig)
-        .register_with(
-            Store {
-                sessions: Default::default(),
-            },
-            StoreConfig { table },
-            Policy::default().pool(
-                PoolConfig::default()
-                    .max_size(4)
-                    .min_idle(2)
-                    .acquire_timeout(Duration::from_secs(2)),
-            ),
-        )
-        .register(Cache, CacheConfig { capacity: 1024 })
-        .build()
-        .await?;
-    println!("built: store and cache first, then users");
-
-    // Sixteen concurrent "requests", each borrowing a repository and looking up users.
-    let requests: Vec<_> = (0..16u32)
-        .map(|i| {
-            let users = manager.clone();
-            tokio::spawn(async move {
-                let repo = users.acquire::<Users>().await?;
-                repo.name(i % 4 + 1).await
-            })
-        })
-        .collect();
-    let mut found = 0;
-    for request in requests {
-        if request
+    let database_url = std::env::var("DATABASE_URL").ok();
+    let redis_url = std::env::var("REDIS_URL").ok();
+    println!(
+        "database: {}; cache: {}\n",
+        database_url
+            .as_deref()
+            .map_or_else(|| "SQLite in memory".to_owned(), redact_url),
+        redis_url
+            .as_deref()
+            .map_or_else(|| "in-process (moka)".to_owned(), redact_url),
+    );
+    let local_cache = || (Cache::<i64, String>::new(), CacheConfig::new(10_000));
+    match (database_url, redis_url) {
+        (None, None) => {
+            let (cache, config) = local_cache();
+            run(Sqlite, SqliteConfig::in_memory(), cache, config).await
+        }
+        (None, Some(redis)) => {
+            run(
+                Sqlite,
+                SqliteConfig::in_memory(),
+                Redis,
+                RedisConfig::new(redis),
+            )
             .await
-            .map_err(|e| Error::create(e.to_string()))??
-            .is_some()
-        {
-            found += 1;
+        }
+        (Some(database), None) => {
+            let (cache, config) = local_cache();
+            run(Postgres, PostgresConfig::new(database), cache, config).await
+        }
+        (Some(database), Some(redis)) => {
+            run(
+                Postgres,
+                PostgresConfig::new(database),
+                Redis,
+                RedisConfig::new(redis),
+            )
+            .await
         }
     }
-    println!("16 requests, {found} users found");
-
-    let session = manager.acquire::<Store>().await?;
-    println!(
-        "holding store session {} for {:?}",
-        session.id,
-        session.hold_duration()
-    );
-    drop(session);
-
-    println!(
-        "\n{:<8} {:<9} {:<6} {:>5} {:>5} {:>7} {:>8} depends on",
-        "resource", "topology", "phase", "size", "idle", "in use", "created"
-    );
-    for r in manager.status().resources {
-        println!(
-            "{:<8} {:<9} {:<6} {:>5} {:>5} {:>7} {:>8} {}",
-            r.key,
-            format!("{:?}", r.topology),
-            format!("{:?}", r.phase),
-            r.pool.size,
-            r.pool.idle,
-            r.pool.in_use,
-            r.pool.created,
-            r.dependencies.join(", ")
-        );
-    }
-
-    manager.shutdown(Duration::from_secs(5)).await?;
-    println!("\nshut down: users first, then store and cache");
-    Ok(())
 }

@@ -328,7 +328,7 @@ mod rules {
     }
 
     pub(crate) fn even(n: &u32) -> Result<(), &'static str> {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Ok(())
         } else {
             Err("must be even")

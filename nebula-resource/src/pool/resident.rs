@@ -208,6 +208,14 @@ impl<R: Resource> Resident<R> {
         self: &Arc<Self>,
         deadline: Option<Instant>,
     ) -> Result<(R::Instance, u64), Error> {
+        // The hot path: a live instance to share, and no clock read. (`Instance` is only `Send`,
+        // so sharing it stays under the short `current` lock.)
+        if !self.closed.load(Ordering::Acquire)
+            && !self.runtime.is_shutting_down()
+            && let Some(handle) = self.share_current()?
+        {
+            return Ok(handle);
+        }
         let started = Instant::now();
         let timeout = started + self.settings.acquire_timeout;
         let deadline = deadline.map_or(timeout, |limit| limit.min(timeout));
