@@ -132,11 +132,13 @@ async fn restart_under_load_recovers_within_two_seconds_with_typed_errors_and_no
                             (false, format!("{:?}", err.kind()))
                         }
                     };
-                    let mut log = log.lock().unwrap();
-                    log.slowest_acquire = log.slowest_acquire.max(waited);
-                    log.outcomes.push((Instant::now(), outcome.0, outcome.1));
-                    drop(log);
-                    if !outcome.0 {
+                    let ok = outcome.0;
+                    {
+                        let mut log = log.lock().unwrap();
+                        log.slowest_acquire = log.slowest_acquire.max(waited);
+                        log.outcomes.push((Instant::now(), outcome.0, outcome.1));
+                    }
+                    if !ok {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
@@ -145,10 +147,17 @@ async fn restart_under_load_recovers_within_two_seconds_with_typed_errors_and_no
         .collect();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let restarted = tokio::task::spawn_blocking(|| cluster("restart"))
+    // A restart with the server down for 1.5 s in between, so the load sees a real outage:
+    // dead connections, refused connects, the breaker and quarantine at work.
+    let stopped = tokio::task::spawn_blocking(|| cluster("stop"))
         .await
         .unwrap();
-    assert!(restarted, "pg_ctlcluster restart failed");
+    assert!(stopped, "pg_ctlcluster stop failed");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = tokio::task::spawn_blocking(|| cluster("start"))
+        .await
+        .unwrap();
+    assert!(started, "pg_ctlcluster start failed");
     // The server is back when a fresh connection succeeds.
     let back = loop {
         use sqlx::Connection;
@@ -172,6 +181,11 @@ async fn restart_under_load_recovers_within_two_seconds_with_typed_errors_and_no
     );
     let last_failure = failures.iter().map(|(at, ..)| *at).max().unwrap();
     let resumed = last_failure.saturating_duration_since(back);
+    eprintln!(
+        "outage: {} failures, last {resumed:?} after the server was back, slowest acquire {:?}",
+        failures.len(),
+        log.slowest_acquire
+    );
     assert!(
         resumed <= Duration::from_secs(2),
         "full service resumed {resumed:?} after the server was back; last failures: {:?}",
