@@ -172,7 +172,8 @@ async fn restart_under_load_recovers_within_two_seconds_with_typed_errors_and_no
         task.await.expect("a load task panicked");
     }
 
-    let log = log.lock().unwrap();
+    // All tasks are joined: take the log out of its mutex.
+    let log = std::mem::take(&mut *log.lock().unwrap());
     let failures: Vec<&(Instant, bool, String)> =
         log.outcomes.iter().filter(|(_, ok, _)| !ok).collect();
     assert!(
@@ -207,7 +208,6 @@ async fn restart_under_load_recovers_within_two_seconds_with_typed_errors_and_no
         "an acquire took {:?}",
         log.slowest_acquire
     );
-    drop(log);
 
     // No instance leaked: nothing in use, and every instance that exists is accounted for.
     let stats = manager.handle::<Postgres>().unwrap().stats();
