@@ -32,9 +32,17 @@ impl Resource for MySql {
     async fn create(
         &self,
         config: &MySqlConfig,
-        _ctx: &CreateContext,
+        ctx: &CreateContext,
     ) -> Result<MySqlConnection, Error> {
-        let options = config.connect_options()?;
+        let mut options = config.connect_options()?;
+        // Credentials from the registration's provider (the current generation) win over the
+        // config's own.
+        if let Some(credentials) = ctx.credentials() {
+            if let Some(username) = credentials.get_username() {
+                options = options.username(username);
+            }
+            options = options.password(credentials.secret().expose());
+        }
         let timeout = config.get_connect_timeout();
         match tokio::time::timeout(timeout, options.connect()).await {
             Ok(Ok(conn)) => Ok(MySqlConnection::new(conn, config.on_session_change)),

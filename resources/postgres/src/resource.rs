@@ -32,9 +32,17 @@ impl Resource for Postgres {
     async fn create(
         &self,
         config: &PostgresConfig,
-        _ctx: &CreateContext,
+        ctx: &CreateContext,
     ) -> Result<PostgresConnection, Error> {
-        let options = config.connect_options()?;
+        let mut options = config.connect_options()?;
+        // Credentials from the registration's provider (the current generation) win over the
+        // config's own.
+        if let Some(credentials) = ctx.credentials() {
+            if let Some(username) = credentials.get_username() {
+                options = options.username(username);
+            }
+            options = options.password(credentials.secret().expose());
+        }
         let timeout = config.get_connect_timeout();
         let connect = async {
             let mut conn = options.connect().await?;
@@ -51,10 +59,14 @@ impl Resource for Postgres {
         };
         match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(source)) => Err(Error::create(ConnectError {
-                target: config.to_string(),
-                source,
-            })),
+            Ok(Err(source)) => {
+                let permanent = refused_for_good(&source);
+                let err = Error::create(ConnectError {
+                    target: config.to_string(),
+                    source,
+                });
+                Err(if permanent { err.permanent() } else { err })
+            }
             Err(_) => Err(Error::create(format!(
                 "connecting to {config} did not finish within the connect timeout of {timeout:?}"
             ))),
@@ -95,4 +107,11 @@ impl StdError for ConnectError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         Some(&self.source)
     }
+}
+
+/// Authentication refused (28000, 28P01) or an unknown database (3D000): retrying cannot help.
+fn refused_for_good(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| matches!(&*code, "28000" | "28P01" | "3D000"))
 }
