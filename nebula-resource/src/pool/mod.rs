@@ -259,22 +259,12 @@ impl<R: Resource> Pool<R> {
         self: &Arc<Self>,
         limit: Option<Instant>,
     ) -> Result<Acquired<R>, Error> {
+        // A half-open probe's permit: settled with this acquire's outcome, or given back if the
+        // future is dropped first.
         let mut probe = ProbeTicket {
             pool: self,
             started: None,
         };
-        let acquired = self.acquire_inner(limit, &mut probe).await;
-        if probe.started.is_some() {
-            probe.settle(&acquired);
-        }
-        acquired
-    }
-
-    async fn acquire_inner(
-        self: &Arc<Self>,
-        limit: Option<Instant>,
-        probe: &mut ProbeTicket<'_, R>,
-    ) -> Result<Acquired<R>, Error> {
         // Computed only when something has to wait: the fast path reads the clock once.
         let mut deadline = None;
         loop {
@@ -364,7 +354,13 @@ impl<R: Resource> Pool<R> {
             };
             let (slot, waited_since) = match taken {
                 Ok(slot) => (slot, None),
-                Err((key, since)) => (self.wait(key).await?, Some(since)),
+                Err((key, since)) => match self.wait(key).await {
+                    Ok(slot) => (slot, Some(since)),
+                    Err(err) => {
+                        probe.failed(&err);
+                        return Err(err);
+                    }
+                },
             };
             let now = Instant::now();
             if let Some(since) = waited_since {
@@ -383,7 +379,13 @@ impl<R: Resource> Pool<R> {
             // The check's future is only built when a check is due: the fast path stays sync.
             let checked = if due {
                 let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
-                self.check_idle(slot, now, deadline).await?
+                match self.check_idle(slot, now, deadline).await {
+                    Ok(checked) => checked,
+                    Err(err) => {
+                        probe.failed(&err);
+                        return Err(err);
+                    }
+                }
             } else {
                 Some(slot)
             };
@@ -395,6 +397,9 @@ impl<R: Resource> Pool<R> {
                     })
                 });
                 self.metrics.acquired();
+                if probe.started.is_some() {
+                    probe.settle(Some(Outcome::Success));
+                }
                 return Ok(Acquired {
                     slot,
                     at: now,
@@ -695,7 +700,7 @@ impl<R: Resource> Pool<R> {
                     if let Some(mut slot) = checking.slot.take() {
                         let now = Instant::now();
                         slot.idle_since = now;
-                        self.put_back(slot, now);
+                        self.put_back(slot);
                     }
                 }
                 Some(reason) => {
@@ -850,7 +855,7 @@ impl<R: Resource> Pool<R> {
         }
         slot.idle_since = now;
         if self.default_recycle.load(Ordering::Relaxed) {
-            self.put_back(slot, now);
+            self.put_back(slot);
             return;
         }
         let pool = Arc::clone(&self);
@@ -895,7 +900,7 @@ impl<R: Resource> Pool<R> {
         recycled: std::thread::Result<Result<(), Error>>,
     ) {
         match recycled {
-            Ok(Ok(())) => self.put_back(slot, Instant::now()),
+            Ok(Ok(())) => self.put_back(slot),
             Ok(Err(err)) => {
                 tracing::debug!(resource = R::KEY, error = %err, "recycle failed; instance discarded");
                 self.discard(slot);
@@ -910,13 +915,10 @@ impl<R: Resource> Pool<R> {
 
     /// An in-use instance goes back to the first waiter or to the idle store: a successful
     /// call for the breaker.
-    fn put_back(self: &Arc<Self>, slot: Slot<R>, now: Instant) {
+    fn put_back(self: &Arc<Self>, slot: Slot<R>) {
         let mut state = self.state.lock();
         state.in_use -= 1;
-        // A success never opens the breaker: no transition to publish.
-        let _ = state
-            .breaker
-            .record(Call::Normal, Outcome::Success, Duration::ZERO, now);
+        state.breaker.record_success();
         if state.closed || slot.generation != state.generation {
             state.releasing += 1;
             drop(state);
@@ -1330,7 +1332,7 @@ impl<R: Resource> Drop for Waiting<'_, R> {
             Waiter::Served(Ok(slot)) => {
                 // Handed to us after we gave up: pass it on, as if released.
                 drop(state);
-                self.pool.put_back(slot, Instant::now());
+                self.pool.put_back(slot);
             }
             Waiter::Served(Err(_)) => {}
         }
@@ -1361,19 +1363,22 @@ struct ProbeTicket<'a, R: Resource> {
 }
 
 impl<R: Resource> ProbeTicket<'_, R> {
-    /// Record the probe's outcome: an instance handed out is a success; a create, check or
-    /// timeout error a failure; any other error (shutdown, quarantine) says nothing about the
-    /// backend, and gives the permit back.
-    fn settle(&mut self, acquired: &Result<Acquired<R>, Error>) {
-        let Some(started) = self.started.take() else {
-            return;
-        };
-        let outcome = match acquired {
-            Ok(_) => Some(Outcome::Success),
-            Err(err) => match err.kind() {
+    /// The acquire failed: a create, check or timeout error is a failed probe; any other
+    /// error (shutdown, quarantine) says nothing about the backend, and gives the permit back.
+    fn failed(&mut self, err: &Error) {
+        if self.started.is_some() {
+            let outcome = match err.kind() {
                 ErrorKind::Create | ErrorKind::Check | ErrorKind::Timeout => Some(Outcome::Failure),
                 _ => None,
-            },
+            };
+            self.settle(outcome);
+        }
+    }
+
+    /// Record the probe's outcome (`None`: give the permit back).
+    fn settle(&mut self, outcome: Option<Outcome>) {
+        let Some(started) = self.started.take() else {
+            return;
         };
         let now = Instant::now();
         let transition = {

@@ -364,6 +364,23 @@ impl Window {
         }
     }
 
+    #[inline]
+    fn push_success(&mut self) {
+        if self.outcomes.len() < self.capacity {
+            self.outcomes.push(0);
+        } else {
+            let old = std::mem::replace(&mut self.outcomes[self.next], 0);
+            if old != 0 {
+                self.failures -= u32::from(old & FAILED != 0);
+                self.slow -= u32::from(old & SLOW != 0);
+            }
+            self.next += 1;
+            if self.next == self.capacity {
+                self.next = 0;
+            }
+        }
+    }
+
     fn push(&mut self, flags: u8) {
         if self.outcomes.len() < self.capacity {
             self.outcomes.push(flags);
@@ -499,6 +516,15 @@ impl CircuitBreaker {
     /// finished after the breaker opened) is ignored: the window it belonged to is gone, and it
     /// must not be mistaken for a probe. A `Call::Probe` with no probe outstanding is ignored as
     /// well.
+    /// A successful, fast call: what every release records. Neither rate can rise, so this is
+    /// a ring write and nothing else (ignored unless closed, like any late `Normal` record).
+    #[inline]
+    pub(crate) fn record_success(&mut self) {
+        if self.enabled && self.state == BreakerState::Closed {
+            self.window.push_success();
+        }
+    }
+
     pub(crate) fn record(
         &mut self,
         call: Call,
@@ -1062,7 +1088,12 @@ mod tests {
         ) {
             let mut window = Window::new(capacity);
             for (i, &(failed, slow)) in outcomes.iter().enumerate() {
-                window.push(outcome_flags(failed, slow));
+                // The release path's specialised push must agree with the general one.
+                if failed || slow {
+                    window.push(outcome_flags(failed, slow));
+                } else {
+                    window.push_success();
+                }
                 let start = (i + 1).saturating_sub(capacity as usize);
                 let recent = &outcomes[start..=i];
                 let failures = recent.iter().filter(|o| o.0).count() as u32;
