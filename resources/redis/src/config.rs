@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use nebula_resource::{Config, Error, Secret, redact_url};
+use nebula_resource::{Config, CreateContext, Error, Secret, redact_url};
 use redis::aio::ConnectionManagerConfig;
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
@@ -210,6 +210,26 @@ impl RedisConfig {
     /// # Errors
     ///
     /// A [`Config`](nebula_resource::ErrorKind::Config) error for an invalid URL or value.
+    /// The connection settings for one create, with the registration's credentials (the
+    /// current generation) in place of the config's own, and the secrets to scrub from errors.
+    pub(crate) fn connection_for(
+        &self,
+        ctx: &CreateContext,
+    ) -> Result<(ConnectionInfo, Secrets), Error> {
+        let mut info = self.connection_info()?;
+        let mut secrets = self.secrets();
+        if let Some(credentials) = ctx.credentials() {
+            let mut redis = info.redis_settings().clone();
+            if let Some(username) = credentials.get_username() {
+                redis = redis.set_username(username);
+            }
+            redis = redis.set_password(credentials.secret().expose());
+            secrets.add(credentials.secret().expose());
+            info = info.set_redis_settings(redis);
+        }
+        Ok((info, secrets))
+    }
+
     pub(crate) fn connection_info(&self) -> Result<ConnectionInfo, Error> {
         let info = self.parse_url()?;
         let mut redis = info.redis_settings().clone();

@@ -60,9 +60,9 @@ impl Resource for RedisDedicated {
     async fn create(
         &self,
         config: &RedisConfig,
-        _ctx: &CreateContext,
+        ctx: &CreateContext,
     ) -> Result<DedicatedConnection, Error> {
-        DedicatedConnection::connect(config).await
+        DedicatedConnection::connect(config, ctx).await
     }
 
     async fn check(&self, connection: &mut DedicatedConnection) -> Result<(), Error> {
@@ -135,13 +135,13 @@ impl Drop for Driver {
 impl DedicatedConnection {
     /// Connect, authenticate, select the database and set the client name, all within
     /// `connect_timeout`.
-    async fn connect(config: &RedisConfig) -> Result<Self, Error> {
-        let info = config.connection_info()?;
+    async fn connect(config: &RedisConfig, ctx: &CreateContext) -> Result<Self, Error> {
+        let (info, secrets) = config.connection_for(ctx)?;
         let limit = config.get_connect_timeout();
         let fail = |cause| Error::create(ConnectFailed::new(config.redacted_url(), cause));
         match tokio::time::timeout(limit, Self::open(&info, config)).await {
             Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(err)) => Err(fail(config.secrets().cause(err))),
+            Ok(Err(err)) => Err(fail(secrets.cause(err))),
             Err(_) => Err(fail(
                 format!("no connection within connect_timeout ({limit:?})").into(),
             )),

@@ -33,10 +33,9 @@ impl Resource for Redis {
     async fn create(
         &self,
         config: &RedisConfig,
-        _ctx: &CreateContext,
+        ctx: &CreateContext,
     ) -> Result<RedisConnection, Error> {
-        let info = config.connection_info()?;
-        let secrets = config.secrets();
+        let (info, secrets) = config.connection_for(ctx)?;
         let fail = |err: RedisError| {
             Error::create(ConnectFailed::new(
                 config.redacted_url(),
