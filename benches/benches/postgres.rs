@@ -42,7 +42,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nebula_resource::{Handle, Policy, PoolConfig, ResourceManager, redact_url};
-use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, median, split_ops};
+use nebula_resource_benches::latency::{Cell, Sample, ratios, show_ratio};
+use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, split_ops};
 use nebula_resource_postgres::{Postgres, PostgresConfig};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::task::JoinSet;
@@ -188,36 +189,6 @@ impl Pools {
     }
 }
 
-/// One sample: wall time and every operation's latency.
-struct Sample {
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Sample {
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "bench figures are far below 2^52"
-    )]
-    fn ops_per_sec(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// The 99th percentile latency in microseconds (nearest rank).
-    #[expect(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "a rank within a vector of at most a few million latencies"
-    )]
-    fn p99_micros(&mut self) -> f64 {
-        self.latencies.sort_unstable();
-        let rank = ((self.latencies.len() as f64) * 0.99).ceil() as usize;
-        let index = rank.clamp(1, self.latencies.len()) - 1;
-        self.latencies[index].as_secs_f64() * 1e6
-    }
-}
-
 /// Spawn `tasks` tasks that together run `ops` operations on `contender`, timing each.
 ///
 /// Returns `None` (after aborting and reaping the tasks) if they did not finish within `limit`.
@@ -265,77 +236,6 @@ async fn run_sample<C: Contender>(
             None
         }
     }
-}
-
-/// One contender's samples in one row.
-#[derive(Default)]
-struct Cell {
-    ops_per_sec: Vec<f64>,
-    p99_micros: Vec<f64>,
-    hung: usize,
-}
-
-impl Cell {
-    fn record(&mut self, sample: Option<Sample>) {
-        match sample {
-            Some(mut sample) => {
-                self.ops_per_sec.push(sample.ops_per_sec());
-                self.p99_micros.push(sample.p99_micros());
-            }
-            None => self.hung += 1,
-        }
-    }
-
-    fn ops(&self) -> Option<f64> {
-        (self.hung == 0)
-            .then(|| median(&self.ops_per_sec))
-            .flatten()
-    }
-
-    fn p99(&self) -> Option<f64> {
-        (self.hung == 0).then(|| median(&self.p99_micros)).flatten()
-    }
-
-    fn show_ops(&self) -> String {
-        self.ops()
-            .map_or_else(|| self.missing(), |ops| format!("{:.1}k", ops / 1e3))
-    }
-
-    fn show_p99(&self) -> String {
-        self.p99()
-            .map_or_else(|| self.missing(), |p99| format!("{p99:.0}"))
-    }
-
-    fn missing(&self) -> String {
-        if self.hung > 0 { "hang" } else { "-" }.to_owned()
-    }
-}
-
-/// The median of the per-round ratios `ours[i] / peer[i]`: each round samples every contender
-/// back to back, so a ratio within a round cancels the machine's slower drifts.
-fn paired_ratio(ours: &[f64], peer: &[f64]) -> Option<f64> {
-    let ratios: Vec<f64> = ours
-        .iter()
-        .zip(peer)
-        .filter(|&(_, &peer)| peer > 0.0)
-        .map(|(ours, peer)| ours / peer)
-        .collect();
-    median(&ratios)
-}
-
-/// `ours / peer` for throughput (higher is better for us) and p99 (lower is better for us).
-fn ratios(ours: &Cell, peer: &Cell) -> (Option<f64>, Option<f64>) {
-    if ours.hung > 0 || peer.hung > 0 {
-        return (None, None);
-    }
-    (
-        paired_ratio(&ours.ops_per_sec, &peer.ops_per_sec),
-        paired_ratio(&ours.p99_micros, &peer.p99_micros),
-    )
-}
-
-fn show_ratio(ratio: Option<f64>) -> String {
-    ratio.map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.3}"))
 }
 
 struct Row {

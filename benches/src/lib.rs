@@ -9,7 +9,9 @@
 //! - [`Contender`] and [`run_sample`]: spawning `tasks` tasks that together
 //!   perform a fixed number of acquire/release cycles, under a watchdog;
 //! - [`median`], [`Row`], [`Cell`] and [`render_table`]: turning samples into
-//!   the printed report.
+//!   the printed report;
+//! - [`latency`]: throughput, p99 and round-paired ratios for the real-backend
+//!   benches (`postgres`, `redis`).
 //!
 //! Run the bench with
 //!
@@ -22,6 +24,8 @@
 //! ```text
 //! BENCH_OPS=20000 BENCH_SAMPLES=3 cargo bench -p nebula-resource-benches --bench pool_overhead
 //! ```
+
+pub mod latency;
 
 use std::fmt::Write as _;
 use std::future::Future;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::pool::MAX_DURATION;
+use crate::pool::config::check_duration;
 
 /// Largest `history` accepted.
 const MAX_HISTORY: usize = 1024;
@@ -127,20 +127,8 @@ impl HealthConfig {
     /// A [`Config`](crate::ErrorKind::Config) error naming the first field out of range, as
     /// `health.<field>`.
     pub fn validate(&self) -> Result<(), Error> {
-        for (field, value) in [
-            ("health.interval", self.interval),
-            ("health.timeout", self.timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::config(field, "must be greater than zero"));
-            }
-            if value > MAX_DURATION {
-                return Err(Error::config(
-                    field,
-                    format!("must be at most {MAX_DURATION:?} (got {value:?})"),
-                ));
-            }
-        }
+        check_duration("health.interval", self.interval)?;
+        check_duration("health.timeout", self.timeout)?;
         if self.failure_threshold == 0 {
             return Err(Error::config(
                 "health.failure_threshold",
@@ -391,6 +379,7 @@ fn dependency_reason(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::MAX_DURATION;
 
     fn tracker() -> HealthTracker {
         HealthTracker::new(&HealthConfig::default().history(4))

@@ -211,21 +211,27 @@ impl PoolConfig {
             ("pool.leak_threshold", self.leak_threshold),
         ];
         for (field, value) in durations {
-            match value {
-                Some(d) if d.is_zero() => {
-                    return Err(Error::config(field, "must be greater than zero"));
-                }
-                Some(d) if d > MAX_DURATION => {
-                    return Err(Error::config(
-                        field,
-                        format!("must be at most {MAX_DURATION:?} (got {d:?})"),
-                    ));
-                }
-                _ => {}
+            if let Some(value) = value {
+                check_duration(field, value)?;
             }
         }
         Ok(())
     }
+}
+
+/// A duration setting must be greater than zero and at most [`MAX_DURATION`]; the error names
+/// `field`.
+pub(crate) fn check_duration(field: &'static str, value: Duration) -> Result<(), Error> {
+    if value.is_zero() {
+        return Err(Error::config(field, "must be greater than zero"));
+    }
+    if value > MAX_DURATION {
+        return Err(Error::config(
+            field,
+            format!("must be at most {MAX_DURATION:?} (got {value:?})"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

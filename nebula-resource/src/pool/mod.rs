@@ -1363,15 +1363,10 @@ struct ProbeTicket<'a, R: Resource> {
 }
 
 impl<R: Resource> ProbeTicket<'_, R> {
-    /// The acquire failed: a create, check or timeout error is a failed probe; any other
-    /// error (shutdown, quarantine) says nothing about the backend, and gives the permit back.
+    /// The acquire failed with `err` ([`Outcome::of_failed_probe`] says what that means).
     fn failed(&mut self, err: &Error) {
         if self.started.is_some() {
-            let outcome = match err.kind() {
-                ErrorKind::Create | ErrorKind::Check | ErrorKind::Timeout => Some(Outcome::Failure),
-                _ => None,
-            };
-            self.settle(outcome);
+            self.settle(Outcome::of_failed_probe(err));
         }
     }
 

@@ -532,10 +532,7 @@ impl<R: Resource> ResidentProbe<'_, R> {
         };
         let outcome = match acquired {
             Ok(_) => Some(Outcome::Success),
-            Err(err) => match err.kind() {
-                ErrorKind::Create | ErrorKind::Check | ErrorKind::Timeout => Some(Outcome::Failure),
-                _ => None,
-            },
+            Err(err) => Outcome::of_failed_probe(err),
         };
         match outcome {
             Some(outcome) => self

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::Error;
-use crate::pool::MAX_DURATION;
+use crate::error::{Error, ErrorKind};
+use crate::pool::config::check_duration;
 
 /// Largest `window` accepted: a ring of this many outcomes is already far more history than a
 /// rate needs, so a larger value is a typo.
@@ -242,17 +242,16 @@ fn check_rate(field: &'static str, rate: f64) -> Result<(), Error> {
     }
 }
 
-fn check_duration(field: &'static str, value: Duration) -> Result<(), Error> {
-    if value.is_zero() {
-        return Err(Error::config(field, "must be greater than zero"));
+impl Outcome {
+    /// What a half-open probe acquire that failed with `err` says about the backend: a create,
+    /// check or timeout error is a failure; any other error (shutdown, quarantine) says nothing,
+    /// and its permit is given back (`None`).
+    pub(crate) fn of_failed_probe(err: &Error) -> Option<Self> {
+        match err.kind() {
+            ErrorKind::Create | ErrorKind::Check | ErrorKind::Timeout => Some(Self::Failure),
+            _ => None,
+        }
     }
-    if value > MAX_DURATION {
-        return Err(Error::config(
-            field,
-            format!("must be at most {MAX_DURATION:?} (got {value:?})"),
-        ));
-    }
-    Ok(())
 }
 
 /// Where a circuit breaker is.
@@ -666,6 +665,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::pool::MAX_DURATION;
 
     const FAST: Duration = Duration::from_millis(1);
 

@@ -24,7 +24,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::pool::MAX_DURATION;
+use crate::pool::config::check_duration;
 
 /// How an operation that failed with a retryable error is tried again, built by value from
 /// [`RetryPolicy::exponential`], [`RetryPolicy::none`] or [`RetryPolicy::default`]:
@@ -176,19 +176,6 @@ impl RetryPolicy {
         }
         Ok(())
     }
-}
-
-fn check_duration(field: &'static str, value: Duration) -> Result<(), Error> {
-    if value.is_zero() {
-        return Err(Error::config(field, "must be greater than zero"));
-    }
-    if value > MAX_DURATION {
-        return Err(Error::config(
-            field,
-            format!("must be at most {MAX_DURATION:?} (got {value:?})"),
-        ));
-    }
-    Ok(())
 }
 
 /// Why a [`Backoff`] gave no further delay.
@@ -346,6 +333,7 @@ mod tests {
 
     use super::*;
     use crate::ErrorKind;
+    use crate::pool::MAX_DURATION;
 
     fn retryable() -> Error {
         Error::create("connection refused")

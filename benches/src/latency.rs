@@ -1,0 +1,129 @@
+//! Latency bookkeeping shared by the real-backend benches (`postgres`, `redis`): one sample's
+//! throughput and p99, a contender's samples in a row, and ratios paired round by round.
+
+use std::time::Duration;
+
+use crate::median;
+
+/// One sample: wall time and every operation's latency.
+pub struct Sample {
+    /// Wall time of the whole sample.
+    pub elapsed: Duration,
+    /// Each operation's latency.
+    pub latencies: Vec<Duration>,
+}
+
+impl Sample {
+    /// Operations per second of wall time.
+    #[must_use]
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "bench figures are far below 2^52"
+    )]
+    pub fn ops_per_sec(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The 99th percentile latency in microseconds (nearest rank).
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a rank within a vector of at most a few million latencies"
+    )]
+    pub fn p99_micros(&mut self) -> f64 {
+        self.latencies.sort_unstable();
+        let rank = ((self.latencies.len() as f64) * 0.99).ceil() as usize;
+        let index = rank.clamp(1, self.latencies.len()) - 1;
+        self.latencies[index].as_secs_f64() * 1e6
+    }
+}
+
+/// One contender's samples in one row.
+#[derive(Default)]
+pub struct Cell {
+    /// Throughput of each sample.
+    pub ops_per_sec: Vec<f64>,
+    /// p99 latency of each sample, in microseconds.
+    pub p99_micros: Vec<f64>,
+    /// Samples that did not finish before their watchdog.
+    pub hung: usize,
+}
+
+impl Cell {
+    /// Add one sample (`None`: it hung).
+    pub fn record(&mut self, sample: Option<Sample>) {
+        match sample {
+            Some(mut sample) => {
+                self.ops_per_sec.push(sample.ops_per_sec());
+                self.p99_micros.push(sample.p99_micros());
+            }
+            None => self.hung += 1,
+        }
+    }
+
+    /// Median throughput, unless a sample hung.
+    #[must_use]
+    pub fn ops(&self) -> Option<f64> {
+        (self.hung == 0)
+            .then(|| median(&self.ops_per_sec))
+            .flatten()
+    }
+
+    /// Median p99 in microseconds, unless a sample hung.
+    #[must_use]
+    pub fn p99(&self) -> Option<f64> {
+        (self.hung == 0).then(|| median(&self.p99_micros)).flatten()
+    }
+
+    /// The throughput for the table (`hang` or `-` when there is none).
+    #[must_use]
+    pub fn show_ops(&self) -> String {
+        self.ops()
+            .map_or_else(|| self.missing(), |ops| format!("{:.1}k", ops / 1e3))
+    }
+
+    /// The p99 for the table (`hang` or `-` when there is none).
+    #[must_use]
+    pub fn show_p99(&self) -> String {
+        self.p99()
+            .map_or_else(|| self.missing(), |p99| format!("{p99:.0}"))
+    }
+
+    /// What the table shows instead of a figure.
+    #[must_use]
+    pub fn missing(&self) -> String {
+        if self.hung > 0 { "hang" } else { "-" }.to_owned()
+    }
+}
+
+/// The median of the per-round ratios `ours[i] / peer[i]`: each round samples every contender
+/// back to back, so a ratio within a round cancels the machine's slower drifts.
+#[must_use]
+pub fn paired_ratio(ours: &[f64], peer: &[f64]) -> Option<f64> {
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(peer)
+        .filter(|&(_, &peer)| peer > 0.0)
+        .map(|(ours, peer)| ours / peer)
+        .collect();
+    median(&ratios)
+}
+
+/// `ours / peer` for throughput (higher is better for us) and p99 (lower is better for us).
+#[must_use]
+pub fn ratios(ours: &Cell, peer: &Cell) -> (Option<f64>, Option<f64>) {
+    if ours.hung > 0 || peer.hung > 0 {
+        return (None, None);
+    }
+    (
+        paired_ratio(&ours.ops_per_sec, &peer.ops_per_sec),
+        paired_ratio(&ours.p99_micros, &peer.p99_micros),
+    )
+}
+
+/// A ratio for the table (`-` when there is none).
+#[must_use]
+pub fn show_ratio(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.3}"))
+}
