@@ -154,6 +154,14 @@ impl Context {
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
+
+    pub(crate) fn workflow_arc(&self) -> Option<Arc<str>> {
+        self.workflow.clone()
+    }
+
+    pub(crate) fn execution_arc(&self) -> Option<Arc<str>> {
+        self.execution.clone()
+    }
 }
 
 /// Handles to the declared dependencies of one registration, by (type, name).
@@ -166,6 +174,8 @@ pub struct CreateContext {
     tenant: Option<TenantId>,
     dependencies: Arc<DependencyMap>,
     credentials: ArcSwapOption<Credentials>,
+    workflow: Option<Arc<str>>,
+    execution: Option<Arc<str>>,
 }
 
 impl CreateContext {
@@ -181,6 +191,37 @@ impl CreateContext {
             tenant,
             dependencies,
             credentials: ArcSwapOption::empty(),
+            workflow: None,
+            execution: None,
+        }
+    }
+
+    /// For a scoped registration's pool: the workflow (and execution) it serves.
+    pub(crate) fn in_scope(mut self, workflow: Arc<str>, execution: Option<Arc<str>>) -> Self {
+        self.workflow = Some(workflow);
+        self.execution = execution;
+        self
+    }
+
+    /// For a workflow- or execution-scoped registration, the workflow the instance is created
+    /// for.
+    pub fn workflow(&self) -> Option<&str> {
+        self.workflow.as_deref()
+    }
+
+    /// For an execution-scoped registration, the execution the instance is created for.
+    pub fn execution(&self) -> Option<&str> {
+        self.execution.as_deref()
+    }
+
+    /// The [`Context`] this instance is created for (tenant, workflow, execution): acquire a
+    /// scoped dependency in it to get the same scope's instance.
+    pub fn context(&self) -> Context {
+        Context {
+            tenant: self.tenant.as_ref().map(|t| Arc::clone(&t.0)),
+            workflow: self.workflow.clone(),
+            execution: self.execution.clone(),
+            deadline: None,
         }
     }
 
@@ -268,6 +309,8 @@ impl fmt::Debug for CreateContext {
             .field("key", &self.key)
             .field("name", &self.name)
             .field("tenant", &self.tenant)
+            .field("workflow", &self.workflow)
+            .field("execution", &self.execution)
             .field("dependencies", &self.dependencies.len())
             .finish()
     }

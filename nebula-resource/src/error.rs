@@ -44,6 +44,9 @@ pub enum ErrorKind {
     ShuttingDown,
     /// A tenant id was rejected, or its configuration could not be resolved.
     TenantRejected,
+    /// The resource is registered at a workflow or execution [`Scope`](crate::Scope) and the
+    /// [`Context`](crate::Context) does not name one (or `end_scope` was given no scope).
+    ScopeRequired,
 }
 
 impl ErrorKind {
@@ -62,6 +65,7 @@ impl ErrorKind {
             Self::Recycle => "recycle failed",
             Self::ShuttingDown => "shutting down",
             Self::TenantRejected => "tenant rejected",
+            Self::ScopeRequired => "scope required",
         }
     }
 }

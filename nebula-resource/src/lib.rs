@@ -13,6 +13,7 @@ pub mod pool;
 mod resilience;
 pub mod resource;
 mod runtime;
+mod scope;
 pub mod status;
 mod telemetry;
 pub mod tenancy;
@@ -33,5 +34,6 @@ pub use crate::resilience::{
     BreakerConfig, BreakerState, BreakerStatus, RetryPolicy, Transition as BreakerTransition,
 };
 pub use crate::resource::{Config, Dependencies, Resource, Topology};
+pub use crate::scope::Scope;
 pub use crate::status::{Phase, ResourceStatus, Status};
-pub use crate::tenancy::{Tenancy, TenantStatus};
+pub use crate::tenancy::{Tenancy, TenantSetup, TenantStatus};

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::health::HealthConfig;
 use crate::pool::PoolConfig;
 use crate::resilience::{BreakerConfig, RetryPolicy};
+use crate::scope::Scope;
 
 /// Per-registration settings, built by value from [`Policy::default`]:
 ///
@@ -29,6 +30,7 @@ pub struct Policy {
     pub(crate) breaker: BreakerConfig,
     pub(crate) retry: RetryPolicy,
     pub(crate) credentials: Option<Arc<dyn CredentialProvider>>,
+    pub(crate) scope: Scope,
 }
 
 impl fmt::Debug for Policy {
@@ -38,6 +40,7 @@ impl fmt::Debug for Policy {
             .field("health", &self.health)
             .field("breaker", &self.breaker)
             .field("retry", &self.retry)
+            .field("scope", &self.scope)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "provider"),
@@ -53,6 +56,7 @@ impl PartialEq for Policy {
             && self.health == other.health
             && self.breaker == other.breaker
             && self.retry == other.retry
+            && self.scope == other.scope
             && match (&self.credentials, &other.credentials) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -107,6 +111,22 @@ impl Policy {
     pub fn credentials_shared(mut self, provider: Arc<dyn CredentialProvider>) -> Self {
         self.credentials = Some(provider);
         self
+    }
+
+    /// How long instances live: for the manager's life ([`Scope::Global`], the default), or
+    /// per workflow or execution, ended by
+    /// [`end_scope`](crate::ResourceManager::end_scope). A scoped registration gets a pool
+    /// (with these settings) per scope and is acquired with
+    /// [`acquire_in`](crate::ResourceManager::acquire_in) in a context naming the scope.
+    #[must_use]
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// The scope.
+    pub fn get_scope(&self) -> Scope {
+        self.scope
     }
 
     /// The pool settings.

@@ -6,6 +6,7 @@ use crate::health::HealthReport;
 use crate::pool::PoolStats;
 use crate::resilience::BreakerStatus;
 use crate::resource::Topology;
+use crate::scope::Scope;
 use crate::tenancy::TenantStatus;
 
 /// Where a registration is in its life.
@@ -65,9 +66,14 @@ pub struct ResourceStatus {
     /// dependency Unhealthy) or Unhealthy (quarantined), with reason and recent transitions.
     /// For a per-tenant registration, the worst tenant pool's.
     pub health: HealthReport,
-    /// The circuit breaker (for a per-tenant registration, the tenant pool's furthest from
+    /// The circuit breaker (for a per-tenant or scoped registration, the pool's furthest from
     /// closed).
     pub breaker: BreakerStatus,
+    /// How long its instances live ([`Scope::Global`] unless registered at a workflow or
+    /// execution scope).
+    pub scope: Scope,
+    /// For a scoped registration, how many scopes have a pool now (`pool` is their sum).
+    pub scopes: usize,
 }
 
 /// A snapshot of every registration of a manager, in initialization order.

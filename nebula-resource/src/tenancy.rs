@@ -29,18 +29,61 @@ use crate::events::{Event, Source};
 use crate::health::HealthReport;
 use crate::manager::validate_config;
 use crate::policy::Policy;
-use crate::pool::{Acquired, Pool, PoolStats};
-use crate::resilience::breaker::CircuitBreaker;
-use crate::resilience::{BreakerState, BreakerStatus, Watch};
+use crate::pool::cap::SharedCap;
+use crate::pool::{Acquired, MAX_POOL_SIZE, Pool, PoolConfig, PoolStats};
+use crate::resilience::{BreakerStatus, Watch, furthest_from_closed};
 use crate::resource::Resource;
 use crate::runtime::Runtime;
+use crate::scope::drain_all;
 
 /// Largest accepted [`Tenancy::max_tenants`].
 pub const MAX_TENANTS: u64 = 10_000_000;
 
-/// Maps a tenant to its config: its connection string, credentials, database.
-pub(crate) type Resolver<R> =
-    dyn Fn(&TenantId) -> Result<<R as Resource>::Config, Error> + Send + Sync + 'static;
+/// Maps a tenant to its config (its connection string, credentials, database) and, optionally,
+/// its own pool settings.
+pub(crate) type Resolver<R> = dyn Fn(&TenantId) -> Result<TenantSetup<<R as Resource>::Config>, Error>
+    + Send
+    + Sync
+    + 'static;
+
+/// What a tenant resolver registered with
+/// [`register_per_tenant_setup`](crate::ResourceManagerBuilder::register_per_tenant_setup)
+/// returns: the tenant's config and, optionally, pool settings of its own (a bigger pool for a
+/// bigger customer). Without them the tenant's pool uses the registration's [`Policy`] pool.
+///
+/// ```
+/// use nebula_resource::PoolConfig;
+/// use nebula_resource::tenancy::TenantSetup;
+/// let setup = TenantSetup::new("postgres://127.0.0.1/acme").pool(PoolConfig::default().max_size(4));
+/// assert_eq!(setup.pool_config().map(PoolConfig::get_max_size), Some(4));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TenantSetup<C> {
+    /// The tenant's config.
+    pub config: C,
+    pool: Option<PoolConfig>,
+}
+
+impl<C> TenantSetup<C> {
+    /// The tenant's config, with the registration's pool settings.
+    pub fn new(config: C) -> Self {
+        Self { config, pool: None }
+    }
+
+    /// Pool settings of this tenant's own (validated when its pool is created; an invalid one
+    /// rejects the tenant). Default: the registration's [`Policy`] pool settings.
+    #[must_use]
+    pub fn pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The tenant's own pool settings, if any.
+    pub fn pool_config(&self) -> Option<&PoolConfig> {
+        self.pool.as_ref()
+    }
+}
 
 /// Settings of a per-tenant registration, built by value from [`Tenancy::default`]:
 ///
@@ -57,6 +100,7 @@ pub(crate) type Resolver<R> =
 pub struct Tenancy {
     max_tenants: u64,
     tenant_idle_ttl: Duration,
+    max_total_instances: Option<usize>,
 }
 
 impl Default for Tenancy {
@@ -64,6 +108,7 @@ impl Default for Tenancy {
         Self {
             max_tenants: 1_000,
             tenant_idle_ttl: Duration::from_secs(600),
+            max_total_instances: None,
         }
     }
 }
@@ -85,6 +130,23 @@ impl Tenancy {
         self
     }
 
+    /// Most instances alive at once across all tenant pools of the registration (a database's
+    /// `max_connections` less what other clients need), shared fairly: a tenant that waits while
+    /// the cap is full is first in line for the next freed place, and tenants above their fair
+    /// share (`cap / tenants holding or wanting instances`) give instances up — idle ones at
+    /// once, in-use ones when their guards drop. Each tenant pool's own `max_size` still
+    /// applies. Default `None` (no shared cap); 1 to [`MAX_POOL_SIZE`].
+    #[must_use]
+    pub fn max_total_instances(mut self, cap: impl Into<Option<usize>>) -> Self {
+        self.max_total_instances = cap.into();
+        self
+    }
+
+    /// The configured [`max_total_instances`](Self::max_total_instances).
+    pub fn get_max_total_instances(&self) -> Option<usize> {
+        self.max_total_instances
+    }
+
     /// The configured [`max_tenants`](Self::max_tenants).
     pub fn get_max_tenants(&self) -> u64 {
         self.max_tenants
@@ -99,9 +161,17 @@ impl Tenancy {
     ///
     /// # Errors
     ///
-    /// A [`Config`](ErrorKind::Config) error naming `tenancy.max_tenants` or
-    /// `tenancy.tenant_idle_ttl` when out of range.
+    /// A [`Config`](ErrorKind::Config) error naming `tenancy.max_tenants`,
+    /// `tenancy.tenant_idle_ttl` or `tenancy.max_total_instances` when out of range.
     pub fn validate(&self) -> Result<(), Error> {
+        if let Some(cap) = self.max_total_instances
+            && (cap == 0 || cap > MAX_POOL_SIZE)
+        {
+            return Err(Error::config(
+                "tenancy.max_total_instances",
+                format!("must be in 1..={MAX_POOL_SIZE} (got {cap})"),
+            ));
+        }
         if self.max_tenants == 0 || self.max_tenants > MAX_TENANTS {
             return Err(Error::config(
                 "tenancy.max_tenants",
@@ -161,6 +231,8 @@ pub(crate) struct TenantPools<R: Resource> {
     writing: Mutex<()>,
     /// Reports "healthy" while no tenant pool exists.
     idle_watch: Watch,
+    /// [`Tenancy::max_total_instances`], shared by every tenant pool.
+    cap: Option<Arc<SharedCap<R>>>,
 }
 
 impl<R: Resource> TenantPools<R> {
@@ -187,6 +259,9 @@ impl<R: Resource> TenantPools<R> {
             draining: Mutex::new(Vec::new()),
             writing: Mutex::new(()),
             idle_watch,
+            cap: tenancy
+                .max_total_instances
+                .map(|limit| Arc::new(SharedCap::new(limit))),
         }
     }
 
@@ -244,21 +319,29 @@ impl<R: Resource> TenantPools<R> {
                         &*panic,
                     ))
                 });
-        let config = resolved.map_err(reject)?;
-        validate_config(&config).map_err(reject)?;
+        let setup = resolved.map_err(reject)?;
+        validate_config(&setup.config).map_err(reject)?;
+        let policy = match setup.pool {
+            Some(pool) => {
+                pool.validate().map_err(reject)?;
+                self.policy.clone().pool(pool)
+            }
+            None => self.policy.clone(),
+        };
         let ctx = CreateContext::new(
             R::KEY,
             self.name.clone(),
             Some(id.clone()),
             Arc::clone(&self.dependencies),
         );
-        let pool = Arc::new(Pool::new(
+        let pool = Pool::new(
             Arc::clone(&self.resource),
-            config,
-            &self.policy,
+            setup.config,
+            &policy,
             ctx,
             Arc::clone(&self.runtime),
-        ));
+            self.cap.as_ref(),
+        );
         let entry = Arc::new(Entry {
             pool,
             last_used: AtomicU64::new(self.millis(Instant::now())),
@@ -364,7 +447,10 @@ impl<R: Resource> TenantPools<R> {
     /// The sum of every tenant pool's counts, draining ones included.
     pub(crate) fn stats(&self) -> PoolStats {
         let mut total = PoolStats {
-            max_size: self.policy.pool.get_max_size(),
+            max_size: self
+                .cap
+                .as_ref()
+                .map_or(self.policy.pool.get_max_size(), |cap| cap.limit()),
             ..PoolStats::default()
         };
         let draining: Vec<Arc<Pool<R>>> = self.draining.lock().clone();
@@ -386,15 +472,12 @@ impl<R: Resource> TenantPools<R> {
 
     /// The breaker of the tenant pool furthest from closed (closed when there is none).
     pub(crate) fn breaker(&self) -> BreakerStatus {
-        self.live()
-            .into_iter()
-            .map(|(_, pool)| pool.breaker_status())
-            .max_by_key(|status| match status.state {
-                BreakerState::Closed => 0,
-                BreakerState::HalfOpen => 1,
-                BreakerState::Open => 2,
-            })
-            .unwrap_or_else(|| CircuitBreaker::new(&self.policy.breaker).status(Instant::now()))
+        furthest_from_closed(
+            self.live()
+                .into_iter()
+                .map(|(_, pool)| pool.breaker_status()),
+            &self.policy.breaker,
+        )
     }
 
     /// A health round of every live tenant pool, concurrently.
@@ -429,6 +512,18 @@ impl<R: Resource> TenantPools<R> {
     pub(crate) fn reconfigure(&self, tenant: &str, config: R::Config) -> Result<(), Error> {
         let entry = self.pool(tenant)?;
         entry.pool.reconfigure(config);
+        Ok(())
+    }
+
+    /// Resize one tenant's pool, creating it if needed.
+    pub(crate) fn resize(
+        &self,
+        tenant: &str,
+        max_size: usize,
+        min_idle: usize,
+    ) -> Result<(), Error> {
+        let entry = self.pool(tenant)?;
+        entry.pool.resize(max_size, min_idle);
         Ok(())
     }
 
@@ -485,15 +580,7 @@ impl<R: Resource> TenantPools<R> {
     }
 
     pub(crate) async fn drained(&self, deadline: Instant) -> Result<(), PoolStats> {
-        let pools: Vec<Arc<Pool<R>>> = self.draining.lock().clone();
-        let mut stuck = PoolStats::default();
-        let mut failed = false;
-        for pool in pools {
-            if let Err(stats) = pool.drained(deadline).await {
-                failed = true;
-                stuck.add(&stats);
-            }
-        }
-        if failed { Err(stuck) } else { Ok(()) }
+        let pools = self.draining.lock().clone();
+        drain_all(pools, deadline).await
     }
 }

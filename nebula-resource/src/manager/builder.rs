@@ -20,8 +20,9 @@ use crate::pool::Pool;
 use crate::pool::resident::Resident;
 use crate::resource::{Resource, Topology};
 use crate::runtime::Runtime;
+use crate::scope::{Scope, ScopedPools};
 use crate::status::Phase;
-use crate::tenancy::{Resolver, Tenancy, TenantPools};
+use crate::tenancy::{Resolver, Tenancy, TenantPools, TenantSetup};
 
 /// How long a failed `build()` waits for what it created to be destroyed.
 const FAILED_BUILD_DRAIN: Duration = Duration::from_secs(10);
@@ -33,6 +34,7 @@ type Instantiated = (Arc<dyn Erased>, Arc<dyn Any + Send + Sync>);
 /// One registration before `build()`, whatever its resource type.
 trait Entry: Send {
     fn spec(&self) -> NodeSpec;
+    fn scope(&self) -> Scope;
     fn validate(&self) -> Result<(), Error>;
     fn instantiate(
         self: Box<Self>,
@@ -64,8 +66,23 @@ impl<R: Resource> Entry for Typed<R> {
         }
     }
 
+    fn scope(&self) -> Scope {
+        self.policy.scope
+    }
+
     fn validate(&self) -> Result<(), Error> {
+        let scoped = self.policy.scope != Scope::Global;
         let validated = match &self.setup {
+            Setup::PerTenant(..) if scoped => Err(Error::config(
+                "scope",
+                "a per-tenant registration lives for the manager's life: register it at \
+                 Scope::Global (a scoped registration already gets a pool per tenant's scope)",
+            )),
+            Setup::Shared(_) if scoped && R::TOPOLOGY == Topology::Resident => Err(Error::config(
+                "scope",
+                "a scoped registration needs a Pooled resource (a pool of max_size 1 gives \
+                 one instance per scope)",
+            )),
             Setup::Shared(config) => validate_config(config),
             // Each tenant's config is validated when its pool is created.
             Setup::PerTenant(_, tenancy) if R::TOPOLOGY == Topology::Pooled => tenancy.validate(),
@@ -87,6 +104,17 @@ impl<R: Resource> Entry for Typed<R> {
     ) -> Instantiated {
         let resource = Arc::new(self.resource);
         let backend = match (self.setup, R::TOPOLOGY) {
+            (Setup::Shared(config), _) if self.policy.scope != Scope::Global => {
+                Backend::Scoped(Arc::new(ScopedPools::new(
+                    self.policy.scope,
+                    resource,
+                    config,
+                    self.policy,
+                    self.name.clone(),
+                    dependencies,
+                    Arc::clone(runtime),
+                )))
+            }
             (Setup::PerTenant(resolver, tenancy), _) => {
                 Backend::PerTenant(Arc::new(TenantPools::new(
                     resource,
@@ -98,13 +126,14 @@ impl<R: Resource> Entry for Typed<R> {
                     Arc::clone(runtime),
                 )))
             }
-            (Setup::Shared(config), Topology::Pooled) => Backend::Pooled(Arc::new(Pool::new(
+            (Setup::Shared(config), Topology::Pooled) => Backend::Pooled(Pool::new(
                 resource,
                 config,
                 &self.policy,
                 CreateContext::new(R::KEY, self.name.clone(), None, dependencies),
                 Arc::clone(runtime),
-            ))),
+                None,
+            )),
             (Setup::Shared(config), Topology::Resident) => {
                 Backend::Resident(Arc::new(Resident::new(
                     resource,
@@ -213,9 +242,9 @@ impl ResourceManagerBuilder {
     }
 
     /// [`register_per_tenant`](Self::register_per_tenant) with a [`Policy`] for every tenant's
-    /// pool and [`Tenancy`] bounds (`max_tenants`, `tenant_idle_ttl`).
+    /// pool and [`Tenancy`] bounds (`max_tenants`, `tenant_idle_ttl`, `max_total_instances`).
     pub fn register_per_tenant_with<R, F>(
-        mut self,
+        self,
         resource: R,
         resolver: F,
         policy: Policy,
@@ -224,6 +253,59 @@ impl ResourceManagerBuilder {
     where
         R: Resource,
         F: Fn(&TenantId) -> Result<R::Config, Error> + Send + Sync + 'static,
+    {
+        self.register_per_tenant_setup(
+            resource,
+            move |tenant: &TenantId| resolver(tenant).map(TenantSetup::new),
+            policy,
+            tenancy,
+        )
+    }
+
+    /// [`register_per_tenant_with`](Self::register_per_tenant_with) whose resolver may also give
+    /// a tenant pool settings of its own ([`TenantSetup::pool`]): a bigger pool for a bigger
+    /// customer. A tenant whose pool settings fail [`PoolConfig::validate`](crate::PoolConfig::validate)
+    /// is rejected with [`ErrorKind::TenantRejected`](crate::ErrorKind::TenantRejected) naming
+    /// it and the field.
+    ///
+    /// ```
+    /// # use nebula_resource::{Config, CreateContext, Error, Resource, ResourceManager};
+    /// # #[derive(Clone)] struct DbConfig { url: String }
+    /// # impl Config for DbConfig {}
+    /// # struct Db;
+    /// # impl Resource for Db {
+    /// #     type Config = DbConfig; type Instance = String; const KEY: &'static str = "db";
+    /// #     async fn create(&self, c: &DbConfig, _: &CreateContext) -> Result<String, Error> { Ok(c.url.clone()) }
+    /// # }
+    /// # async fn run() -> Result<(), Error> {
+    /// use nebula_resource::tenancy::TenantSetup;
+    /// use nebula_resource::{Context, Policy, PoolConfig, Tenancy, TenantId};
+    /// let manager = ResourceManager::builder()
+    ///     .register_per_tenant_setup(
+    ///         Db,
+    ///         |tenant: &TenantId| {
+    ///             let config = DbConfig { url: format!("postgres://127.0.0.1/{}", tenant.as_str()) };
+    ///             let size = if tenant.as_str() == "big-customer" { 32 } else { 4 };
+    ///             Ok(TenantSetup::new(config).pool(PoolConfig::default().max_size(size)))
+    ///         },
+    ///         Policy::default(),
+    ///         Tenancy::default().max_total_instances(100),
+    ///     )
+    ///     .build()
+    ///     .await?;
+    /// let conn = manager.acquire_in::<Db>(&Context::tenant("big-customer")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn register_per_tenant_setup<R, F>(
+        mut self,
+        resource: R,
+        resolver: F,
+        policy: Policy,
+        tenancy: Tenancy,
+    ) -> Self
+    where
+        R: Resource,
+        F: Fn(&TenantId) -> Result<TenantSetup<R::Config>, Error> + Send + Sync + 'static,
     {
         self.entries.push(Box::new(Typed {
             resource,
@@ -274,6 +356,7 @@ impl ResourceManagerBuilder {
             entry.validate()?;
         }
         let plan = dag::plan(&specs)?;
+        check_scopes(&specs, &self.entries, &plan.dependencies)?;
 
         let runtime = Arc::new(Runtime::start());
         // Instantiate dependencies before dependents so each create context can hold handles.
@@ -340,6 +423,37 @@ impl ResourceManagerBuilder {
         maintenance::spawn_health(&inner);
         Ok(ResourceManager { inner })
     }
+}
+
+/// A resource may depend only on resources of its own scope or a wider one: a global pool's
+/// instance cannot hold an execution's instance past the execution's end.
+fn check_scopes(
+    specs: &[NodeSpec],
+    entries: &[Box<dyn Entry>],
+    dependencies: &[Vec<usize>],
+) -> Result<(), Error> {
+    let label = |spec: &NodeSpec| match &spec.name {
+        Some(name) => format!("{}({name})", spec.key),
+        None => spec.key.to_owned(),
+    };
+    for (i, deps) in dependencies.iter().enumerate() {
+        let scope = entries[i].scope();
+        if let Some(&d) = deps.iter().find(|&&d| entries[d].scope() > scope) {
+            return Err(Error::config(
+                "scope",
+                format!(
+                    "`{}` ({} scope) depends on `{}` ({} scope): a resource can depend only \
+                     on resources of its own scope or a wider one",
+                    label(&specs[i]),
+                    scope.as_str(),
+                    label(&specs[d]),
+                    entries[d].scope().as_str()
+                ),
+            )
+            .in_resource(specs[i].key, specs[i].name.as_deref()));
+        }
+    }
+    Ok(())
 }
 
 /// Initialize layer by layer; on failure shut down what was started and name what was not.

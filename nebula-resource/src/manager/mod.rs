@@ -23,8 +23,10 @@ use crate::context::Context;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::Event;
 use crate::guard::Guard;
+use crate::pool::PoolStats;
 use crate::resource::Resource;
 use crate::runtime::Runtime;
+use crate::scope::Scope;
 use crate::status::{Phase, ResourceStatus, Status};
 
 /// Unnamed registrations by type. A linear scan of a few `TypeId`s is cheaper than hashing
@@ -94,6 +96,17 @@ impl ManagerInner {
                 }
             }
         }
+        self.timed_out(stuck, started, "still in use at the deadline")
+    }
+
+    /// `Ok` when nothing is `stuck`; otherwise a shutdown timeout naming each registration with
+    /// instances left.
+    fn timed_out(
+        &self,
+        stuck: Vec<(usize, PoolStats)>,
+        started: Instant,
+        what: &str,
+    ) -> Result<(), Error> {
         let Some(&(first, stats)) = stuck.first() else {
             return Ok(());
         };
@@ -110,10 +123,7 @@ impl ManagerInner {
         Err(
             Error::timeout(TimeoutPhase::Shutdown, started.elapsed(), Some(stats), None)
                 .in_resource(node.key(), node.name())
-                .with_note(format!(
-                    "still in use at the deadline: {}",
-                    names.join(", ")
-                )),
+                .with_note(format!("{what}: {}", names.join(", "))),
         )
     }
 }
@@ -257,6 +267,38 @@ impl ResourceManager {
             .reconfigure_tenant(tenant, config)
     }
 
+    /// Change the pool size of the unnamed registration of `R` while it serves. Growing lets
+    /// waiters be served at once. Shrinking destroys surplus idle instances now and surplus
+    /// in-use ones when their guards drop: no guard is taken away, so until they come back the
+    /// pool may hold more than the new `max_size`. Maintenance refills a larger `min_idle`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotRegistered`]; [`ErrorKind::Config`] naming the resource and
+    /// `pool.max_size` or `pool.min_idle` when out of range (the rules of
+    /// [`PoolConfig`](crate::PoolConfig)), or when `R` is resident or registered per tenant (use
+    /// [`resize_tenant`](Self::resize_tenant)).
+    pub fn resize<R: Resource>(&self, max_size: usize, min_idle: usize) -> Result<(), Error> {
+        self.registration::<R>(None)?.resize(max_size, min_idle)
+    }
+
+    /// [`resize`](Self::resize) one tenant's pool of the per-tenant registration of `R` (its
+    /// pool is created if it does not exist yet).
+    ///
+    /// # Errors
+    ///
+    /// As [`resize`](Self::resize); [`ErrorKind::TenantRejected`] for an invalid tenant id or a
+    /// tenant its resolver rejects; [`ErrorKind::Config`] if `R` is not registered per tenant.
+    pub fn resize_tenant<R: Resource>(
+        &self,
+        tenant: &str,
+        max_size: usize,
+        min_idle: usize,
+    ) -> Result<(), Error> {
+        self.registration::<R>(None)?
+            .resize_tenant(tenant, max_size, min_idle)
+    }
+
     /// A typed handle to the unnamed registration of `R`: cheap to clone, no lookup per acquire.
     ///
     /// # Errors
@@ -311,6 +353,8 @@ impl ResourceManager {
                     tenants: node.erased.tenants(),
                     health: node.erased.health(),
                     breaker: node.erased.breaker(),
+                    scope: node.erased.scope(),
+                    scopes: node.erased.scopes(),
                 }
             })
             .collect();
@@ -318,6 +362,61 @@ impl ResourceManager {
             resources,
             shutting_down: self.inner.runtime.is_shutting_down(),
         }
+    }
+
+    /// End the workflow or execution scope `ctx` names: the pools of the registrations at that
+    /// scope are closed and their instances destroyed, dependents before their dependencies —
+    /// each layer of the DAG waits for the instances of the layer that depends on it. Ending a
+    /// workflow (a context with a workflow id and no execution id) ends its executions too.
+    /// Guards still held are not taken away: their instances are destroyed when they drop, and
+    /// `end_scope` waits for them until `ctx`'s deadline (with none, until they drop). A later
+    /// acquire in the same scope starts it again.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ScopeRequired`] if `ctx` names no workflow;
+    /// [`ErrorKind::TenantRejected`] for an invalid tenant id; [`ErrorKind::Timeout`] (phase
+    /// [`TimeoutPhase::Shutdown`]) if instances were still in use at `ctx`'s deadline, naming
+    /// the resources.
+    ///
+    /// # Cancel safety
+    ///
+    /// The pools of the layers reached are closed at once; dropping the future stops the
+    /// waiting, and the layers not yet reached stay open. Call `end_scope` again to finish.
+    pub async fn end_scope(&self, ctx: &Context) -> Result<(), Error> {
+        if ctx.workflow_id().is_none() {
+            return Err(Error::other(
+                ErrorKind::ScopeRequired,
+                "end_scope needs a context naming a workflow (and, for one execution, its id)",
+            ));
+        }
+        let started = Instant::now();
+        let deadline = ctx
+            .deadline()
+            .unwrap_or_else(|| started + crate::pool::MAX_DURATION);
+        let ends = |scope: Scope| match scope {
+            Scope::Global => false,
+            Scope::Workflow => ctx.execution_id().is_none(),
+            Scope::Execution => true,
+        };
+        let mut stuck = Vec::new();
+        for layer in self.inner.layers.iter().rev() {
+            let mut draining = Vec::new();
+            for &i in layer {
+                let node = &self.inner.nodes[i];
+                if ends(node.erased.scope()) {
+                    draining.push((i, node.erased.end_scope(ctx, deadline)?));
+                }
+            }
+            let (nodes, drains): (Vec<usize>, Vec<_>) = draining.into_iter().unzip();
+            for (i, drained) in nodes.into_iter().zip(join_all(drains).await) {
+                if let Err(stats) = drained {
+                    stuck.push((i, stats));
+                }
+            }
+        }
+        self.inner
+            .timed_out(stuck, started, "still in use at the scope's deadline")
     }
 
     /// Lifecycle events from now on. A receiver that falls more than 1024 events behind gets

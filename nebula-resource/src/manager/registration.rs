@@ -13,9 +13,10 @@ use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
 use crate::health::HealthReport;
 use crate::pool::resident::Resident;
-use crate::pool::{Pool, PoolStats};
+use crate::pool::{Pool, PoolConfig, PoolStats};
 use crate::resilience::BreakerStatus;
 use crate::resource::{Resource, Topology};
+use crate::scope::{Scope, ScopedPools, drain_all};
 use crate::status::Phase;
 use crate::tenancy::{TenantPools, TenantStatus};
 
@@ -25,6 +26,7 @@ pub(crate) enum Backend<R: Resource> {
     Pooled(Arc<Pool<R>>),
     Resident(Arc<Resident<R>>),
     PerTenant(Arc<TenantPools<R>>),
+    Scoped(Arc<ScopedPools<R>>),
 }
 
 /// A registration of resource `R`.
@@ -59,6 +61,14 @@ impl<R: Resource> Registration<R> {
                 "registered per tenant: acquire it in a tenant context (`acquire_in`)",
             )
             .in_resource(R::KEY, self.name.as_deref())),
+            Backend::Scoped(scoped) => Err(Error::other(
+                ErrorKind::ScopeRequired,
+                format!(
+                    "registered at {} scope: acquire it in a context naming the scope (`acquire_in`)",
+                    scoped.scope().as_str()
+                ),
+            )
+            .in_resource(R::KEY, self.name.as_deref())),
         }
     }
 
@@ -67,6 +77,10 @@ impl<R: Resource> Registration<R> {
     pub(crate) async fn acquire_in(&self, ctx: &Context) -> Result<Guard<R>, Error> {
         let limit = ctx.deadline();
         match (&self.backend, ctx.tenant_id()) {
+            (Backend::Scoped(scoped), _) => {
+                let (pool, acquired) = scoped.acquire(ctx).await?;
+                Ok(Guard::pooled(pool, acquired))
+            }
             (Backend::PerTenant(tenants), Some(tenant)) => {
                 let (pool, acquired) = tenants.acquire(tenant, limit).await?;
                 Ok(Guard::pooled(pool, acquired))
@@ -89,6 +103,7 @@ impl<R: Resource> Registration<R> {
             Backend::Pooled(pool) => Ok(usize::from(pool.rotate_credentials().await?)),
             Backend::Resident(resident) => Ok(usize::from(resident.rotate_credentials().await?)),
             Backend::PerTenant(tenants) => tenants.rotate_credentials().await,
+            Backend::Scoped(scoped) => scoped.rotate_credentials().await,
         }
     }
 
@@ -98,6 +113,7 @@ impl<R: Resource> Registration<R> {
         match &self.backend {
             Backend::Pooled(pool) => pool.reconfigure(config),
             Backend::Resident(resident) => resident.reconfigure(config),
+            Backend::Scoped(scoped) => scoped.reconfigure(config),
             Backend::PerTenant(_) => {
                 return Err(Error::config(
                     "config",
@@ -125,6 +141,51 @@ impl<R: Resource> Registration<R> {
         }
     }
 
+    /// Change the pool size of a shared pooled registration live.
+    pub(crate) fn resize(&self, max_size: usize, min_idle: usize) -> Result<(), Error> {
+        let attribute = |err: Error| err.in_resource(R::KEY, self.name.as_deref());
+        check_size(max_size, min_idle).map_err(attribute)?;
+        match &self.backend {
+            Backend::Pooled(pool) => {
+                pool.resize(max_size, min_idle);
+                Ok(())
+            }
+            Backend::Resident(_) => Err(attribute(Error::config(
+                "pool.max_size",
+                "a resident resource has one shared instance: there is no pool to resize",
+            ))),
+            Backend::PerTenant(_) => Err(attribute(Error::config(
+                "pool.max_size",
+                "a per-tenant registration has a pool per tenant: use `resize_tenant`",
+            ))),
+            Backend::Scoped(_) => Err(attribute(Error::config(
+                "pool.max_size",
+                "a scoped registration has a pool per scope, sized by its policy",
+            ))),
+        }
+    }
+
+    /// Change one tenant's pool size live (its pool is created if it does not exist).
+    pub(crate) fn resize_tenant(
+        &self,
+        tenant: &str,
+        max_size: usize,
+        min_idle: usize,
+    ) -> Result<(), Error> {
+        let attribute = |err: Error| {
+            err.in_resource(R::KEY, self.name.as_deref())
+                .for_tenant(Some(tenant))
+        };
+        check_size(max_size, min_idle).map_err(attribute)?;
+        match &self.backend {
+            Backend::PerTenant(tenants) => tenants.resize(tenant, max_size, min_idle),
+            _ => Err(attribute(Error::config(
+                "tenant",
+                "not a per-tenant registration: use `resize`",
+            ))),
+        }
+    }
+
     /// The tenant pools of a per-tenant registration, each with its counts.
     pub(crate) fn tenants(&self) -> Vec<TenantStatus> {
         match &self.backend {
@@ -136,6 +197,14 @@ impl<R: Resource> Registration<R> {
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
     }
+}
+
+/// The rules of `PoolConfig::max_size` and `min_idle`, for a live resize.
+fn check_size(max_size: usize, min_idle: usize) -> Result<(), Error> {
+    PoolConfig::default()
+        .max_size(max_size)
+        .min_idle(min_idle)
+        .validate()
 }
 
 /// `config.validate()`, a panic caught as a `Config` error.
@@ -169,6 +238,16 @@ pub(crate) trait Erased: Send + Sync {
     /// (or stop), publishing the change.
     fn set_dependency_health(&self, dependency: Option<&str>);
     fn tenants(&self) -> Vec<TenantStatus>;
+    fn scope(&self) -> Scope;
+    /// How many scopes have a pool now (scoped registrations).
+    fn scopes(&self) -> usize;
+    /// Close the pools of the scope `ctx` names; the future waits until they are drained or
+    /// `deadline`.
+    fn end_scope(
+        &self,
+        ctx: &Context,
+        deadline: Instant,
+    ) -> Result<BoxFuture<'static, Result<(), PoolStats>>, Error>;
     fn counters(&self) -> Vec<(&'static str, u64)>;
     fn init(&self) -> BoxFuture<'_, Result<(), Error>>;
     fn maintain(&self);
@@ -190,8 +269,34 @@ impl<R: Resource> Erased for Registration<R> {
         match self.backend {
             Backend::Pooled(_) => Topology::Pooled,
             Backend::Resident(_) => Topology::Resident,
-            Backend::PerTenant(_) => Topology::Pooled,
+            Backend::PerTenant(_) | Backend::Scoped(_) => Topology::Pooled,
         }
+    }
+
+    fn scope(&self) -> Scope {
+        match &self.backend {
+            Backend::Scoped(scoped) => scoped.scope(),
+            _ => Scope::Global,
+        }
+    }
+
+    fn scopes(&self) -> usize {
+        match &self.backend {
+            Backend::Scoped(scoped) => scoped.scopes(),
+            _ => 0,
+        }
+    }
+
+    fn end_scope(
+        &self,
+        ctx: &Context,
+        deadline: Instant,
+    ) -> Result<BoxFuture<'static, Result<(), PoolStats>>, Error> {
+        let closed = match &self.backend {
+            Backend::Scoped(scoped) => scoped.end(ctx)?,
+            _ => Vec::new(),
+        };
+        Ok(Box::pin(drain_all(closed, deadline)))
     }
 
     fn phase(&self) -> Phase {
@@ -207,6 +312,7 @@ impl<R: Resource> Erased for Registration<R> {
             Backend::Pooled(pool) => pool.stats(),
             Backend::Resident(resident) => resident.stats(),
             Backend::PerTenant(tenants) => tenants.stats(),
+            Backend::Scoped(scoped) => scoped.stats(),
         }
     }
 
@@ -219,6 +325,7 @@ impl<R: Resource> Erased for Registration<R> {
             Backend::Pooled(pool) => pool.watch.report(),
             Backend::Resident(resident) => resident.watch.report(),
             Backend::PerTenant(tenants) => tenants.health(),
+            Backend::Scoped(scoped) => scoped.health(),
         }
     }
 
@@ -227,6 +334,7 @@ impl<R: Resource> Erased for Registration<R> {
             Backend::Pooled(pool) => pool.breaker_status(),
             Backend::Resident(resident) => resident.breaker_status(),
             Backend::PerTenant(tenants) => tenants.breaker(),
+            Backend::Scoped(scoped) => scoped.breaker(),
         }
     }
 
@@ -236,6 +344,8 @@ impl<R: Resource> Erased for Registration<R> {
                 Backend::Pooled(pool) => pool.health_round().await,
                 Backend::Resident(resident) => resident.health_round().await,
                 Backend::PerTenant(tenants) => tenants.health_round().await,
+                // Scope pools live briefly: no health rounds.
+                Backend::Scoped(_) => {}
             }
         })
     }
@@ -245,6 +355,7 @@ impl<R: Resource> Erased for Registration<R> {
             Backend::Pooled(pool) => pool.set_dependency_health(dependency),
             Backend::Resident(resident) => resident.set_dependency_health(dependency),
             Backend::PerTenant(tenants) => tenants.set_dependency_health(dependency),
+            Backend::Scoped(scoped) => scoped.set_dependency_health(dependency),
         }
     }
 
@@ -257,6 +368,7 @@ impl<R: Resource> Erased for Registration<R> {
                 .enabled
                 .then(|| resident.watch.next_delay()),
             Backend::PerTenant(tenants) => tenants.health_delay(),
+            Backend::Scoped(_) => None,
         }
     }
 
@@ -265,6 +377,7 @@ impl<R: Resource> Erased for Registration<R> {
             Backend::Pooled(pool) => pool.resource.counters(),
             Backend::Resident(resident) => resident.resource.counters(),
             Backend::PerTenant(tenants) => tenants.resource().counters(),
+            Backend::Scoped(scoped) => scoped.resource().counters(),
         }
     }
 
@@ -273,8 +386,8 @@ impl<R: Resource> Erased for Registration<R> {
             match &self.backend {
                 Backend::Pooled(pool) => pool.warm_up().await,
                 Backend::Resident(resident) => resident.init().await,
-                // Tenant pools are created on first use.
-                Backend::PerTenant(_) => Ok(()),
+                // Tenant and scope pools are created on first use.
+                Backend::PerTenant(_) | Backend::Scoped(_) => Ok(()),
             }
         })
     }
@@ -283,6 +396,7 @@ impl<R: Resource> Erased for Registration<R> {
         match &self.backend {
             Backend::Pooled(pool) => pool.maintain(),
             Backend::PerTenant(tenants) => tenants.maintain(),
+            Backend::Scoped(scoped) => scoped.maintain(),
             Backend::Resident(_) => {}
         }
     }
@@ -291,6 +405,7 @@ impl<R: Resource> Erased for Registration<R> {
         match &self.backend {
             Backend::Pooled(pool) => Some(pool.settings.maintenance_interval),
             Backend::PerTenant(tenants) => Some(tenants.maintenance_interval()),
+            Backend::Scoped(scoped) => Some(scoped.maintenance_interval()),
             Backend::Resident(_) => None,
         }
     }
@@ -300,6 +415,7 @@ impl<R: Resource> Erased for Registration<R> {
             Backend::Pooled(pool) => pool.close(),
             Backend::Resident(resident) => resident.close(),
             Backend::PerTenant(tenants) => tenants.close(),
+            Backend::Scoped(scoped) => scoped.close(),
         }
     }
 
@@ -309,6 +425,7 @@ impl<R: Resource> Erased for Registration<R> {
                 Backend::Pooled(pool) => pool.drained(deadline).await,
                 Backend::Resident(resident) => resident.drained(deadline).await,
                 Backend::PerTenant(tenants) => tenants.drained(deadline).await,
+                Backend::Scoped(scoped) => scoped.drained(deadline).await,
             }
         })
     }

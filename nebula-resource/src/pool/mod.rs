@@ -12,6 +12,7 @@
 //! - Every path that ends an instance's life — destroy finished, timed out, panicked, or the job
 //!   dropped by a dying runtime — goes through a drop ticket that settles `size` once.
 
+pub(crate) mod cap;
 pub(crate) mod config;
 pub(crate) mod resident;
 mod stats;
@@ -33,6 +34,7 @@ use slab::Slab;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use self::cap::{Member, SharedCap};
 pub use self::config::{MAX_DURATION, MAX_POOL_SIZE, PoolConfig, QueueOrder};
 pub use self::stats::PoolStats;
 use crate::context::CreateContext;
@@ -98,6 +100,15 @@ struct State<R: Resource> {
     /// Bumped by a reconfiguration or a credential rotation. Only current-generation instances
     /// are kept idle; older ones are destroyed when they come back.
     generation: u64,
+    /// `PoolConfig::max_size`, changed live by [`Pool::resize`]. After a shrink `size` may
+    /// exceed it until the surplus in-use instances come back (they are destroyed then).
+    max_size: usize,
+    /// `PoolConfig::min_idle`, changed live by [`Pool::resize`].
+    min_idle: usize,
+    /// Places granted by the registration's shared cap and not yet used by a create.
+    granted: usize,
+    /// This pool is in the shared cap's queue of pools waiting for a place.
+    starving: bool,
 }
 
 impl<R: Resource> State<R> {
@@ -131,10 +142,10 @@ impl<R: Resource> State<R> {
         }
     }
 
-    fn stats(&self, max_size: usize) -> PoolStats {
+    fn stats(&self) -> PoolStats {
         PoolStats {
             size: self.size,
-            max_size,
+            max_size: self.max_size,
             idle: self.idle.len(),
             in_use: self.in_use,
             waiters: self.queue.len(),
@@ -177,6 +188,8 @@ pub(crate) struct Pool<R: Resource> {
     credentials: CredentialSource,
     /// A rotation for near expiry is under way.
     rotating: AtomicBool,
+    /// The cap this pool shares with the other tenant pools of its registration, if any.
+    shared: Option<Member<R>>,
 }
 
 struct Checkout {
@@ -192,18 +205,20 @@ pub(crate) struct Acquired<R: Resource> {
 }
 
 impl<R: Resource> Pool<R> {
+    /// A pool; with `cap`, one of the pools sharing it (it joins the cap's members).
     pub(crate) fn new(
         resource: Arc<R>,
         config: R::Config,
         policy: &Policy,
         ctx: CreateContext,
         runtime: Arc<Runtime>,
-    ) -> Self {
+        cap: Option<&Arc<SharedCap<R>>>,
+    ) -> Arc<Self> {
         let settings = policy.pool.clone();
         let source = ctx.source();
         let metrics = PoolMetrics::new(R::KEY, ctx.name(), ctx.tenant().map(|t| t.as_str()));
         let leaks = settings.leak_threshold.map(|_| Mutex::new(Slab::new()));
-        Self {
+        let pool = Arc::new_cyclic(|me| Self {
             resource,
             config: ArcSwap::from_pointee(config),
             state: Mutex::new(State {
@@ -224,6 +239,10 @@ impl<R: Resource> Pool<R> {
                 breaker: CircuitBreaker::new(&policy.breaker),
                 quarantine: None,
                 generation: 0,
+                max_size: settings.max_size,
+                min_idle: settings.min_idle,
+                granted: 0,
+                starving: false,
             }),
             settings,
             ctx,
@@ -238,7 +257,15 @@ impl<R: Resource> Pool<R> {
             watch: Watch::new(&policy.health, &policy.retry),
             credentials: CredentialSource::new(policy.credentials.clone()),
             rotating: AtomicBool::new(false),
+            shared: cap.map(|cap| Member {
+                cap: Arc::clone(cap),
+                me: me.clone(),
+            }),
+        });
+        if let Some(cap) = cap {
+            cap.join(&pool);
         }
+        pool
     }
 
     fn error(&self, err: Error) -> Error {
@@ -247,7 +274,7 @@ impl<R: Resource> Pool<R> {
 
     /// The pool's counts now.
     pub(crate) fn stats(&self) -> PoolStats {
-        self.state.lock().stats(self.settings.max_size)
+        self.state.lock().stats()
     }
 
     /// Check out an instance, waiting no longer than `acquire_timeout` nor past `limit`.
@@ -455,7 +482,7 @@ impl<R: Resource> Pool<R> {
                     state.timeouts += expired.len() as u64;
                     // Taken while the expired waiters are still queued: they are among the
                     // waiters the error reports.
-                    let stats = state.stats(self.settings.max_size);
+                    let stats = state.stats();
                     let last = state.last_create_error.clone();
                     state
                         .queue
@@ -725,7 +752,10 @@ impl<R: Resource> Pool<R> {
     ) -> Result<(), Arc<str>> {
         let reserved = {
             let mut state = self.state.lock();
-            if state.closed || state.size >= self.settings.max_size {
+            if state.closed
+                || state.size >= state.max_size
+                || self.reserve(&mut state, 1, false) == 0
+            {
                 false
             } else {
                 state.size += 1;
@@ -919,7 +949,14 @@ impl<R: Resource> Pool<R> {
         let mut state = self.state.lock();
         state.in_use -= 1;
         state.breaker.record_success();
-        if state.closed || slot.generation != state.generation {
+        if state.closed
+            || slot.generation != state.generation
+            || state.size > state.max_size
+            || self
+                .shared
+                .as_ref()
+                .is_some_and(|member| member.cap.over_share(state.size))
+        {
             state.releasing += 1;
             drop(state);
             self.destroy(slot.instance);
@@ -966,12 +1003,13 @@ impl<R: Resource> Pool<R> {
         if let (Some(leaks), Some(key)) = (&self.leaks, leak_key) {
             leaks.lock().remove(key);
         }
-        let creates = {
+        let (creates, freed) = {
             let mut state = self.state.lock();
             state.in_use -= 1;
             state.size -= 1;
-            self.plan_creates(&mut state, 0)
+            (self.plan_creates(&mut state, 0), self.free_place())
         };
+        grant(freed);
         self.start_creates(creates);
         self.notify_if_drained();
     }
@@ -983,15 +1021,76 @@ impl<R: Resource> Pool<R> {
             return 0;
         }
         let wanted = (state.queue.len() + for_idle).saturating_sub(state.creating);
-        let room = self.settings.max_size - state.size;
+        let room = state.max_size.saturating_sub(state.size);
         let slots = self
             .settings
             .max_concurrent_creates
             .saturating_sub(state.creating);
-        let n = wanted.min(room).min(slots);
+        let mut n = wanted.min(room).min(slots);
+        if n > 0 {
+            // Only waiters queue the pool for the shared cap's places, not a `min_idle` refill.
+            let for_waiters = state.queue.len() > state.creating;
+            n = self.reserve(state, n, for_waiters);
+        }
         state.size += n;
         state.creating += n;
         n
+    }
+
+    /// Take `wanted` places from the shared cap (all of them when there is none); see
+    /// [`SharedCap::reserve`].
+    fn reserve(&self, state: &mut State<R>, wanted: usize, queue: bool) -> usize {
+        match &self.shared {
+            None => wanted,
+            Some(member) => SharedCap::reserve(member, state, wanted, queue),
+        }
+    }
+
+    /// One instance's place is free (its `size` already decremented under the lock): give it
+    /// back to the shared cap. Returns the starving pool to [`grant`] it to once the lock is
+    /// released.
+    fn free_place(&self) -> Option<Arc<Pool<R>>> {
+        self.shared
+            .as_ref()
+            .and_then(|member| member.cap.give_back(1))
+    }
+
+    /// Places of the shared cap handed to this pool: start the creates its waiters need, and
+    /// pass on what it does not use.
+    fn accept_places(self: Arc<Self>, n: usize) {
+        let (creates, spare) = {
+            let mut state = self.state.lock();
+            state.starving = false;
+            state.granted += n;
+            let creates = self.plan_creates(&mut state, 0);
+            let spare = std::mem::take(&mut state.granted);
+            let next = match &self.shared {
+                Some(member) if spare > 0 => member.cap.give_back(spare),
+                _ => None,
+            };
+            (creates, next.map(|pool| (pool, spare)))
+        };
+        self.start_creates(creates);
+        if let Some((next, spare)) = spare {
+            next.accept_places(spare);
+        }
+    }
+
+    /// Destroy one idle instance if the pool holds more than `keep` (the shared cap reclaims
+    /// its place for a starving pool).
+    fn shed_idle(self: &Arc<Self>, keep: usize) {
+        let slot = {
+            let mut state = self.state.lock();
+            if state.closed || state.size <= keep {
+                return;
+            }
+            let Some(slot) = state.idle.pop_front() else {
+                return;
+            };
+            state.releasing += 1;
+            slot
+        };
+        self.destroy(slot.instance);
     }
 
     fn start_creates(self: &Arc<Self>, n: usize) {
@@ -999,6 +1098,34 @@ impl<R: Resource> Pool<R> {
             let pool = Arc::clone(self);
             self.runtime.spawn(async move { pool.create_one().await });
         }
+        if let Some(member) = &self.shared {
+            member.cap.reclaim();
+        }
+    }
+
+    /// Change `max_size` and `min_idle` live. Growing serves waiters at once; shrinking destroys
+    /// surplus idle instances now and surplus in-use ones when their guards drop (no guard is
+    /// taken away). Maintenance refills a larger `min_idle`.
+    pub(crate) fn resize(self: &Arc<Self>, max_size: usize, min_idle: usize) {
+        let (surplus, creates) = {
+            let mut state = self.state.lock();
+            state.max_size = max_size;
+            state.min_idle = min_idle;
+            let mut surplus = Vec::new();
+            while state.size - surplus.len() > max_size {
+                match state.idle.pop_front() {
+                    Some(slot) => surplus.push(slot),
+                    None => break,
+                }
+            }
+            state.releasing += surplus.len();
+            (surplus, self.plan_creates(&mut state, 0))
+        };
+        tracing::info!(resource = R::KEY, tenant = ?self.source.tenant, max_size, min_idle, retired = surplus.len(), "pool resized");
+        for slot in surplus {
+            self.destroy(slot.instance);
+        }
+        self.start_creates(creates);
     }
 
     /// Run `Resource::create` for a place already reserved in `size`, with its timeout and
@@ -1109,11 +1236,13 @@ impl<R: Resource> Pool<R> {
         } else {
             (state.fail_first(err), None)
         };
+        let freed = self.free_place();
         let creates = self.plan_creates(&mut state, 0);
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
         }
+        grant(freed);
         self.start_creates(creates);
         self.notify_if_drained();
         unclaimed
@@ -1121,7 +1250,8 @@ impl<R: Resource> Pool<R> {
 
     /// Create `min_idle` instances one after another and wait for them, during `build()`.
     pub(crate) async fn warm_up(self: &Arc<Self>) -> Result<(), Error> {
-        for _ in 0..self.settings.min_idle {
+        let min_idle = self.state.lock().min_idle;
+        for _ in 0..min_idle {
             {
                 let mut state = self.state.lock();
                 state.size += 1;
@@ -1150,7 +1280,7 @@ impl<R: Resource> Pool<R> {
             if state.closed {
                 return;
             }
-            let mut surplus = state.size.saturating_sub(self.settings.min_idle);
+            let mut surplus = state.size.saturating_sub(state.min_idle);
             let idle_timeout = self.settings.idle_timeout;
             let mut kept = VecDeque::with_capacity(state.idle.len());
             // Oldest first: the front of the idle store was returned earliest.
@@ -1171,7 +1301,7 @@ impl<R: Resource> Pool<R> {
             let missing = if state.quarantine.is_some() || !state.breaker.is_closed() {
                 0
             } else {
-                self.settings
+                state
                     .min_idle
                     .saturating_sub(state.idle.len() + state.creating)
             };
@@ -1255,6 +1385,13 @@ impl<R: Resource> Pool<R> {
             drop(state);
             self.drained.notify_waiters();
         }
+    }
+}
+
+/// Hand a freed place of a shared cap to the starving pool it went to (call with no lock held).
+fn grant<R: Resource>(to: Option<Arc<Pool<R>>>) {
+    if let Some(pool) = to {
+        pool.accept_places(1);
     }
 }
 
@@ -1432,7 +1569,9 @@ impl<R: Resource> Drop for Reservation<'_, R> {
             let mut state = self.pool.state.lock();
             state.creating -= 1;
             state.size -= 1;
+            let freed = self.pool.free_place();
             drop(state);
+            grant(freed);
             self.pool.notify_if_drained();
         }
     }
@@ -1447,7 +1586,7 @@ struct Settle<R: Resource> {
 
 impl<R: Resource> Drop for Settle<R> {
     fn drop(&mut self) {
-        let creates = {
+        let (creates, freed) = {
             let mut state = self.pool.state.lock();
             match self.counted {
                 Counted::InUse => state.in_use -= 1,
@@ -1455,8 +1594,12 @@ impl<R: Resource> Drop for Settle<R> {
             }
             state.size -= 1;
             state.destroyed += 1;
-            self.pool.plan_creates(&mut state, 0)
+            (
+                self.pool.plan_creates(&mut state, 0),
+                self.pool.free_place(),
+            )
         };
+        grant(freed);
         self.pool.metrics.destroyed();
         self.pool
             .runtime

@@ -20,6 +20,21 @@ use crate::events::{Event, Source};
 use crate::health::{Health, HealthConfig, HealthReport, HealthTracker, HealthTransition};
 use crate::runtime::Runtime;
 
+/// Of several pools' breakers, the one furthest from closed (open, then half-open); closed
+/// with `config`'s settings when there is none.
+pub(crate) fn furthest_from_closed(
+    statuses: impl Iterator<Item = BreakerStatus>,
+    config: &BreakerConfig,
+) -> BreakerStatus {
+    statuses
+        .max_by_key(|status| match status.state {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        })
+        .unwrap_or_else(|| breaker::CircuitBreaker::new(config).status(Instant::now()))
+}
+
 /// The health of one pool (or resident instance): its tracker, and the backoff of recovery
 /// probes while it is quarantined.
 pub(crate) struct Watch {

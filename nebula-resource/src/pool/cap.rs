@@ -1,0 +1,166 @@
+//! [`SharedCap`]: one limit on the instances of every tenant pool of a registration (a database's
+//! `max_connections`), shared fairly between the tenants.
+//!
+//! Each pool still has its own `max_size`; the cap bounds their sum. A pool takes a place from
+//! the cap for every instance it creates and gives it back when the instance's life ends.
+//!
+//! Fair sharing: when a pool with waiters finds the cap full, it joins a FIFO queue of starving
+//! pools. A place given back goes to the first pool in that queue, not to whoever asks next, so
+//! a busy tenant cannot starve a quiet one. To free places, the pools above their fair share
+//! (`limit / pools holding or wanting instances`) shed idle instances at once, and destroy
+//! instances coming back from use instead of keeping them, while any pool starves.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::{Pool, State};
+use crate::resource::Resource;
+
+/// The cap shared by the pools of one registration.
+pub(crate) struct SharedCap<R: Resource> {
+    limit: usize,
+    places: Mutex<Places<R>>,
+    /// Some pool is in the starving queue: releases above the fair share are destroyed.
+    contended: AtomicBool,
+    /// `limit` divided by the pools holding or wanting instances (rounded up), as of the last
+    /// [`reclaim`](Self::reclaim).
+    fair_share: AtomicUsize,
+}
+
+struct Places<R: Resource> {
+    /// Places taken: instances alive or being created in any member pool, plus places handed
+    /// to a starving pool and not yet used.
+    used: usize,
+    /// Pools with waiters that found the cap full, in the order they asked.
+    starving: VecDeque<Weak<Pool<R>>>,
+    /// Every pool sharing the cap (evicted ones drop out when they are gone).
+    members: Vec<Weak<Pool<R>>>,
+}
+
+/// A pool's link to the cap it shares.
+pub(crate) struct Member<R: Resource> {
+    pub(crate) cap: Arc<SharedCap<R>>,
+    /// The pool itself, to queue it as starving.
+    pub(crate) me: Weak<Pool<R>>,
+}
+
+impl<R: Resource> SharedCap<R> {
+    /// A cap of `limit` instances (at least 1).
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            places: Mutex::new(Places {
+                used: 0,
+                starving: VecDeque::new(),
+                members: Vec::new(),
+            }),
+            contended: AtomicBool::new(false),
+            fair_share: AtomicUsize::new(limit),
+        }
+    }
+
+    /// The limit.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Add a new pool to the members.
+    pub(crate) fn join(&self, pool: &Arc<Pool<R>>) {
+        let mut places = self.places.lock();
+        places.members.retain(|m| m.strong_count() > 0);
+        places.members.push(Arc::downgrade(pool));
+    }
+
+    /// Whether a pool of `size` instances should give one back instead of keeping it.
+    pub(crate) fn over_share(&self, size: usize) -> bool {
+        self.contended.load(Ordering::Relaxed) && size > self.fair_share.load(Ordering::Relaxed)
+    }
+
+    /// Take up to `wanted` places for `member`'s pool (whose state is `state`, locked by the
+    /// caller), using its granted places first. When `queue` and the cap cannot cover
+    /// `wanted`, the pool joins the starving queue. Returns the places taken.
+    pub(super) fn reserve(
+        member: &Member<R>,
+        state: &mut State<R>,
+        wanted: usize,
+        queue: bool,
+    ) -> usize {
+        let from_grants = state.granted.min(wanted);
+        state.granted -= from_grants;
+        let rest = wanted - from_grants;
+        if rest == 0 {
+            return wanted;
+        }
+        let cap = &member.cap;
+        let mut places = cap.places.lock();
+        let taken = rest.min(cap.limit.saturating_sub(places.used));
+        places.used += taken;
+        if taken < rest && queue && !state.starving {
+            state.starving = true;
+            places.starving.push_back(member.me.clone());
+            cap.contended.store(true, Ordering::Relaxed);
+        }
+        from_grants + taken
+    }
+
+    /// Give back `n` places. The first starving pool still alive gets them (it is returned, to
+    /// be [granted](Pool::grant) them once the caller's lock is released); otherwise they are
+    /// free again.
+    #[must_use = "a returned pool must be granted the places"]
+    pub(super) fn give_back(&self, n: usize) -> Option<Arc<Pool<R>>> {
+        if n == 0 {
+            return None;
+        }
+        let mut places = self.places.lock();
+        while let Some(first) = places.starving.pop_front() {
+            if let Some(pool) = first.upgrade() {
+                if places.starving.is_empty() {
+                    self.contended.store(false, Ordering::Relaxed);
+                }
+                return Some(pool);
+            }
+        }
+        self.contended.store(false, Ordering::Relaxed);
+        places.used -= n;
+        None
+    }
+
+    /// While some pool starves: refresh the fair share, and have the pool furthest above it
+    /// shed one idle instance (its place then goes to the first starving pool).
+    pub(super) fn reclaim(&self) {
+        if !self.contended.load(Ordering::Relaxed) {
+            return;
+        }
+        let members: Vec<Arc<Pool<R>>> = {
+            let mut places = self.places.lock();
+            places.members.retain(|m| m.strong_count() > 0);
+            places.members.iter().filter_map(Weak::upgrade).collect()
+        };
+        let loads: Vec<(usize, usize, bool)> = members
+            .iter()
+            .map(|pool| {
+                let state = pool.state.lock();
+                (state.size, state.idle.len(), state.starving)
+            })
+            .collect();
+        let active = loads
+            .iter()
+            .filter(|(size, _, starving)| *size > 0 || *starving)
+            .count()
+            .max(1);
+        let fair = self.limit.div_ceil(active).max(1);
+        self.fair_share.store(fair, Ordering::Relaxed);
+        let victim = loads
+            .iter()
+            .enumerate()
+            .filter(|(_, (size, idle, _))| *size > fair && *idle > 0)
+            .max_by_key(|(_, (size, _, _))| *size)
+            .map(|(i, _)| i);
+        if let Some(i) = victim {
+            members[i].shed_idle(fair);
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Workflow- and execution-scoped registrations: a pool per scope, created on the scope's first
+//! acquire and ended by [`ResourceManager::end_scope`](crate::ResourceManager::end_scope).
+//!
+//! A workflow engine registers, say, a transaction-holding connection or a scratch directory at
+//! [`Scope::Execution`]: every acquire in `Context::tenant(t).with_workflow(w).with_execution(e)`
+//! is served from that execution's own pool, and `end_scope` destroys its instances, dependents
+//! before their dependencies. A scope that is never ended does not leak: maintenance ends a
+//! scope whose pool has had nothing in use and no acquire for the pool's `idle_timeout`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::context::{Context, CreateContext, DependencyMap, TenantId};
+use crate::error::{Error, ErrorKind};
+use crate::events::Source;
+use crate::health::HealthReport;
+use crate::policy::Policy;
+use crate::pool::{Acquired, Pool, PoolStats};
+use crate::resilience::{BreakerStatus, Watch, emit_transition, furthest_from_closed};
+use crate::resource::Resource;
+use crate::runtime::Runtime;
+
+/// How long the instances of a registration live, set with [`Policy::scope`].
+///
+/// Scopes nest: an execution belongs to a workflow, and every scope lives inside the manager's
+/// life. A resource may depend only on resources of its own scope or a wider one
+/// (`build()` rejects an [`Global`](Scope::Global) resource that depends on an
+/// [`Execution`](Scope::Execution) one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Scope {
+    /// One pool for the manager's whole life (the default).
+    #[default]
+    Global,
+    /// A pool per workflow (per tenant, if the context names one), ended by `end_scope` in a
+    /// context naming that workflow.
+    Workflow,
+    /// A pool per execution (of a workflow, per tenant), ended by `end_scope` in a context
+    /// naming that execution — or its workflow.
+    Execution,
+}
+
+impl Scope {
+    /// The scope's name, as in errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Global => "global",
+            Self::Workflow => "workflow",
+            Self::Execution => "execution",
+        }
+    }
+}
+
+/// Which scope a pool serves: the tenant (if any), the workflow and, at execution scope, the
+/// execution.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ScopeKey {
+    tenant: Option<TenantId>,
+    workflow: Arc<str>,
+    execution: Option<Arc<str>>,
+}
+
+impl ScopeKey {
+    /// Whether ending the scope `ended` ends this one: the same scope, or (for a workflow) one
+    /// of its executions.
+    fn within(&self, ended: &ScopeKey) -> bool {
+        self.tenant == ended.tenant
+            && self.workflow == ended.workflow
+            && (ended.execution.is_none() || self.execution == ended.execution)
+    }
+}
+
+struct ScopePool<R: Resource> {
+    pool: Arc<Pool<R>>,
+    /// Milliseconds since the registration's `epoch` of the last acquire.
+    last_used: AtomicU64,
+}
+
+/// The pools of one scoped registration.
+pub(crate) struct ScopedPools<R: Resource> {
+    scope: Scope,
+    resource: Arc<R>,
+    config: ArcSwap<R::Config>,
+    policy: Policy,
+    name: Option<Arc<str>>,
+    dependencies: Arc<DependencyMap>,
+    runtime: Arc<Runtime>,
+    pools: Mutex<HashMap<ScopeKey, Arc<ScopePool<R>>>>,
+    /// Ended pools whose instances are not all destroyed yet.
+    ending: Mutex<Vec<Arc<Pool<R>>>>,
+    epoch: Instant,
+    /// Health as the scope pools' dependencies make it (scope pools have no health rounds).
+    watch: Watch,
+}
+
+impl<R: Resource> ScopedPools<R> {
+    pub(crate) fn new(
+        scope: Scope,
+        resource: Arc<R>,
+        config: R::Config,
+        policy: Policy,
+        name: Option<Arc<str>>,
+        dependencies: Arc<DependencyMap>,
+        runtime: Arc<Runtime>,
+    ) -> Self {
+        Self {
+            scope,
+            resource,
+            config: ArcSwap::from_pointee(config),
+            watch: Watch::new(&policy.health, &policy.retry),
+            policy,
+            name,
+            dependencies,
+            runtime,
+            pools: Mutex::new(HashMap::new()),
+            ending: Mutex::new(Vec::new()),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    pub(crate) fn resource(&self) -> &R {
+        &self.resource
+    }
+
+    pub(crate) fn maintenance_interval(&self) -> Duration {
+        self.policy.pool.maintenance_interval
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn attribute(&self, err: Error, ctx: &Context) -> Error {
+        err.in_resource(R::KEY, self.name.as_deref())
+            .for_tenant(ctx.tenant_id())
+    }
+
+    /// The scope `ctx` names at this registration's scope; `ending` accepts a workflow alone
+    /// for an execution-scoped registration (it ends all the workflow's executions).
+    fn key(&self, ctx: &Context, ending: bool) -> Result<ScopeKey, Error> {
+        let tenant = ctx
+            .tenant_id()
+            .map(TenantId::new)
+            .transpose()
+            .map_err(|err| self.attribute(err, ctx))?;
+        let missing = |what: &str| {
+            self.attribute(
+                Error::other(
+                    ErrorKind::ScopeRequired,
+                    format!(
+                        "registered at {} scope: the context needs {what}",
+                        self.scope.as_str()
+                    ),
+                ),
+                ctx,
+            )
+        };
+        let workflow = ctx
+            .workflow_arc()
+            .ok_or_else(|| missing("a workflow id (`Context::with_workflow`)"))?;
+        let execution = match self.scope {
+            Scope::Execution if !ending => Some(
+                ctx.execution_arc()
+                    .ok_or_else(|| missing("an execution id (`Context::with_execution`)"))?,
+            ),
+            Scope::Execution => ctx.execution_arc(),
+            Scope::Workflow | Scope::Global => None,
+        };
+        Ok(ScopeKey {
+            tenant,
+            workflow,
+            execution,
+        })
+    }
+
+    /// Acquire from the pool of `ctx`'s scope, creating it on first use.
+    pub(crate) async fn acquire(
+        &self,
+        ctx: &Context,
+    ) -> Result<(Arc<Pool<R>>, Acquired<R>), Error> {
+        let key = self.key(ctx, false)?;
+        let entry = {
+            let mut pools = self.pools.lock();
+            match pools.get(&key) {
+                Some(entry) => Arc::clone(entry),
+                None => {
+                    let entry = Arc::new(ScopePool {
+                        pool: self.new_pool(&key),
+                        last_used: AtomicU64::new(self.millis(Instant::now())),
+                    });
+                    pools.insert(key, Arc::clone(&entry));
+                    entry
+                }
+            }
+        };
+        let acquired = entry.pool.acquire(ctx.deadline()).await?;
+        entry
+            .last_used
+            .store(self.millis(acquired.at), Ordering::Relaxed);
+        Ok((Arc::clone(&entry.pool), acquired))
+    }
+
+    fn new_pool(&self, key: &ScopeKey) -> Arc<Pool<R>> {
+        let ctx = CreateContext::new(
+            R::KEY,
+            self.name.clone(),
+            key.tenant.clone(),
+            Arc::clone(&self.dependencies),
+        )
+        .in_scope(Arc::clone(&key.workflow), key.execution.clone());
+        tracing::debug!(resource = R::KEY, tenant = ?key.tenant, workflow = %key.workflow, execution = ?key.execution, "scope pool created");
+        Pool::new(
+            Arc::clone(&self.resource),
+            (*self.config.load_full()).clone(),
+            &self.policy,
+            ctx,
+            Arc::clone(&self.runtime),
+            None,
+        )
+    }
+
+    /// Close the pools of the scope `ctx` names (and, for a workflow, of its executions); they
+    /// are kept until drained. Returns the closed pools.
+    pub(crate) fn end(&self, ctx: &Context) -> Result<Vec<Arc<Pool<R>>>, Error> {
+        let ended = self.key(ctx, true)?;
+        let closed: Vec<Arc<Pool<R>>> = {
+            let mut pools = self.pools.lock();
+            let keys: Vec<ScopeKey> = pools.keys().filter(|k| k.within(&ended)).cloned().collect();
+            keys.iter()
+                .filter_map(|k| pools.remove(k))
+                .map(|entry| Arc::clone(&entry.pool))
+                .collect()
+        };
+        self.retire(&closed);
+        Ok(closed)
+    }
+
+    fn retire(&self, closed: &[Arc<Pool<R>>]) {
+        for pool in closed {
+            pool.close();
+        }
+        let mut ending = self.ending.lock();
+        ending.retain(|p| p.stats().size > 0);
+        ending.extend(closed.iter().filter(|p| p.stats().size > 0).cloned());
+    }
+
+    fn live(&self) -> Vec<Arc<Pool<R>>> {
+        self.pools
+            .lock()
+            .values()
+            .map(|entry| Arc::clone(&entry.pool))
+            .collect()
+    }
+
+    /// Health: Degraded while a dependency is Unhealthy.
+    pub(crate) fn health(&self) -> HealthReport {
+        self.watch.report()
+    }
+
+    pub(crate) fn set_dependency_health(&self, dependency: Option<&str>) {
+        let transition = self.watch.set_dependency(dependency);
+        let source = Source {
+            key: R::KEY,
+            name: self.name.clone(),
+            tenant: None,
+        };
+        emit_transition(&self.runtime, &source, transition);
+    }
+
+    /// The breaker of the scope pool furthest from closed.
+    pub(crate) fn breaker(&self) -> BreakerStatus {
+        furthest_from_closed(
+            self.live().iter().map(|pool| pool.breaker_status()),
+            &self.policy.breaker,
+        )
+    }
+
+    /// Fetch every live scope pool's credentials again; returns how many rotated.
+    pub(crate) async fn rotate_credentials(&self) -> Result<usize, Error> {
+        let mut rotated = 0;
+        for pool in self.live() {
+            rotated += usize::from(pool.rotate_credentials().await?);
+        }
+        Ok(rotated)
+    }
+
+    /// Replace the config: of the scopes started from now on, and of the live ones (a new
+    /// generation each).
+    pub(crate) fn reconfigure(&self, config: R::Config) {
+        self.config.store(Arc::new(config.clone()));
+        for pool in self.live() {
+            pool.reconfigure(config.clone());
+        }
+    }
+
+    /// How many scopes have a pool now.
+    pub(crate) fn scopes(&self) -> usize {
+        self.pools.lock().len()
+    }
+
+    /// The sum of every scope pool's counts, ending ones included.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let mut total = PoolStats {
+            max_size: self.policy.pool.get_max_size(),
+            ..PoolStats::default()
+        };
+        let ending: Vec<Arc<Pool<R>>> = self.ending.lock().clone();
+        for pool in self.live().into_iter().chain(ending) {
+            total.add(&pool.stats());
+        }
+        total
+    }
+
+    /// Maintenance pass: end the scopes abandoned for `idle_timeout` (nothing in use, no
+    /// acquire), then maintain every live scope pool.
+    pub(crate) fn maintain(&self) {
+        if let Some(idle_timeout) = self.policy.pool.idle_timeout {
+            let now = self.millis(Instant::now());
+            let limit = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
+            let abandoned: Vec<Arc<Pool<R>>> = {
+                let mut pools = self.pools.lock();
+                let keys: Vec<ScopeKey> = pools
+                    .iter()
+                    .filter(|(_, e)| {
+                        now.saturating_sub(e.last_used.load(Ordering::Relaxed)) >= limit
+                            && e.pool.stats().in_use == 0
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                keys.iter()
+                    .filter_map(|k| pools.remove(k))
+                    .map(|entry| Arc::clone(&entry.pool))
+                    .collect()
+            };
+            if !abandoned.is_empty() {
+                tracing::info!(
+                    resource = R::KEY,
+                    scopes = abandoned.len(),
+                    "scopes never ended and idle past idle_timeout; ended"
+                );
+                self.retire(&abandoned);
+            }
+        }
+        for pool in self.live() {
+            pool.maintain();
+        }
+        self.ending.lock().retain(|p| p.stats().size > 0);
+    }
+
+    /// Close every scope's pool (manager shutdown).
+    pub(crate) fn close(&self) {
+        let live: Vec<Arc<Pool<R>>> = self
+            .pools
+            .lock()
+            .drain()
+            .map(|(_, entry)| Arc::clone(&entry.pool))
+            .collect();
+        self.retire(&live);
+    }
+
+    /// Wait until every closed pool is drained, or `deadline`.
+    pub(crate) async fn drained(&self, deadline: Instant) -> Result<(), PoolStats> {
+        let pools = self.ending.lock().clone();
+        drain_all(pools, deadline).await
+    }
+}
+
+/// Wait until each of `pools` is drained, or `deadline`; the counts of those that are not.
+pub(crate) async fn drain_all<R: Resource>(
+    pools: Vec<Arc<Pool<R>>>,
+    deadline: Instant,
+) -> Result<(), PoolStats> {
+    let mut stuck = PoolStats::default();
+    let mut failed = false;
+    for pool in pools {
+        if let Err(stats) = pool.drained(deadline).await {
+            failed = true;
+            stuck.add(&stats);
+        }
+    }
+    if failed { Err(stuck) } else { Ok(()) }
+}
