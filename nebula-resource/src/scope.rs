@@ -91,8 +91,8 @@ pub(crate) struct ScopedPools<R: Resource> {
     dependencies: Arc<DependencyMap>,
     runtime: Arc<Runtime>,
     pools: Mutex<HashMap<ScopeKey, Arc<ScopePool<R>>>>,
-    /// Ended pools whose instances are not all destroyed yet.
-    ending: Mutex<Vec<Arc<Pool<R>>>>,
+    /// Ended pools whose instances are not all destroyed yet, with their scope.
+    ending: Mutex<Vec<(ScopeKey, Arc<Pool<R>>)>>,
     epoch: Instant,
     /// Health as the scope pools' dependencies make it (scope pools have no health rounds).
     watch: Watch,
@@ -229,28 +229,35 @@ impl<R: Resource> ScopedPools<R> {
     }
 
     /// Close the pools of the scope `ctx` names (and, for a workflow, of its executions); they
-    /// are kept until drained. Returns the closed pools.
+    /// are kept until drained. Returns them, with those of the scope ended before and not yet
+    /// drained.
     pub(crate) fn end(&self, ctx: &Context) -> Result<Vec<Arc<Pool<R>>>, Error> {
         let ended = self.key(ctx, true)?;
-        let closed: Vec<Arc<Pool<R>>> = {
+        let closed = {
             let mut pools = self.pools.lock();
             let keys: Vec<ScopeKey> = pools.keys().filter(|k| k.within(&ended)).cloned().collect();
-            keys.iter()
-                .filter_map(|k| pools.remove(k))
-                .map(|entry| Arc::clone(&entry.pool))
+            keys.into_iter()
+                .filter_map(|k| pools.remove(&k).map(|entry| (k, Arc::clone(&entry.pool))))
                 .collect()
         };
-        self.retire(&closed);
-        Ok(closed)
+        self.retire(closed);
+        Ok(self
+            .ending
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.within(&ended))
+            .map(|(_, pool)| Arc::clone(pool))
+            .collect())
     }
 
-    fn retire(&self, closed: &[Arc<Pool<R>>]) {
-        for pool in closed {
+    /// Close `closed` and keep those not yet drained.
+    fn retire(&self, closed: Vec<(ScopeKey, Arc<Pool<R>>)>) {
+        for (_, pool) in &closed {
             pool.close();
         }
         let mut ending = self.ending.lock();
-        ending.retain(|p| p.stats().size > 0);
-        ending.extend(closed.iter().filter(|p| p.stats().size > 0).cloned());
+        ending.retain(|(_, p)| p.stats().size > 0);
+        ending.extend(closed.into_iter().filter(|(_, p)| p.stats().size > 0));
     }
 
     fn live(&self) -> Vec<Arc<Pool<R>>> {
@@ -313,7 +320,12 @@ impl<R: Resource> ScopedPools<R> {
             max_size: self.policy.pool.get_max_size(),
             ..PoolStats::default()
         };
-        let ending: Vec<Arc<Pool<R>>> = self.ending.lock().clone();
+        let ending: Vec<Arc<Pool<R>>> = self
+            .ending
+            .lock()
+            .iter()
+            .map(|(_, p)| Arc::clone(p))
+            .collect();
         for pool in self.live().into_iter().chain(ending) {
             total.add(&pool.stats());
         }
@@ -326,7 +338,7 @@ impl<R: Resource> ScopedPools<R> {
         if let Some(idle_timeout) = self.policy.pool.idle_timeout {
             let now = self.millis(Instant::now());
             let limit = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
-            let abandoned: Vec<Arc<Pool<R>>> = {
+            let abandoned: Vec<(ScopeKey, Arc<Pool<R>>)> = {
                 let mut pools = self.pools.lock();
                 let keys: Vec<ScopeKey> = pools
                     .iter()
@@ -336,9 +348,8 @@ impl<R: Resource> ScopedPools<R> {
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
-                keys.iter()
-                    .filter_map(|k| pools.remove(k))
-                    .map(|entry| Arc::clone(&entry.pool))
+                keys.into_iter()
+                    .filter_map(|k| pools.remove(&k).map(|entry| (k, Arc::clone(&entry.pool))))
                     .collect()
             };
             if !abandoned.is_empty() {
@@ -347,29 +358,34 @@ impl<R: Resource> ScopedPools<R> {
                     scopes = abandoned.len(),
                     "scopes never ended and idle past idle_timeout; ended"
                 );
-                self.retire(&abandoned);
+                self.retire(abandoned);
             }
         }
         for pool in self.live() {
             pool.maintain();
         }
-        self.ending.lock().retain(|p| p.stats().size > 0);
+        self.ending.lock().retain(|(_, p)| p.stats().size > 0);
     }
 
     /// Close every scope's pool (manager shutdown).
     pub(crate) fn close(&self) {
-        let live: Vec<Arc<Pool<R>>> = self
+        let live: Vec<(ScopeKey, Arc<Pool<R>>)> = self
             .pools
             .lock()
             .drain()
-            .map(|(_, entry)| Arc::clone(&entry.pool))
+            .map(|(key, entry)| (key, Arc::clone(&entry.pool)))
             .collect();
-        self.retire(&live);
+        self.retire(live);
     }
 
     /// Wait until every closed pool is drained, or `deadline`.
     pub(crate) async fn drained(&self, deadline: Instant) -> Result<(), PoolStats> {
-        let pools = self.ending.lock().clone();
+        let pools: Vec<Arc<Pool<R>>> = self
+            .ending
+            .lock()
+            .iter()
+            .map(|(_, p)| Arc::clone(p))
+            .collect();
         drain_all(pools, deadline).await
     }
 }

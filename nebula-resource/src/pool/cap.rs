@@ -74,9 +74,12 @@ impl<R: Resource> SharedCap<R> {
         places.members.push(Arc::downgrade(pool));
     }
 
-    /// Whether a pool of `size` instances should give one back instead of keeping it.
-    pub(crate) fn over_share(&self, size: usize) -> bool {
-        self.contended.load(Ordering::Relaxed) && size > self.fair_share.load(Ordering::Relaxed)
+    /// Whether a pool of `size` instances, with or without waiters of its own, should give
+    /// back an instance coming back from use instead of keeping it: while another pool starves,
+    /// an instance that would only sit idle, or one above the fair share, goes to that pool.
+    pub(crate) fn should_give_back(&self, size: usize, has_waiters: bool) -> bool {
+        self.contended.load(Ordering::Relaxed)
+            && (!has_waiters || size > self.fair_share.load(Ordering::Relaxed))
     }
 
     /// Take up to `wanted` places for `member`'s pool (whose state is `state`, locked by the
@@ -128,8 +131,9 @@ impl<R: Resource> SharedCap<R> {
         None
     }
 
-    /// While some pool starves: refresh the fair share, and have the pool furthest above it
-    /// shed one idle instance (its place then goes to the first starving pool).
+    /// While some pool starves: refresh the fair share, and have the biggest pool with an idle
+    /// instance shed it (its place then goes to the first starving pool). An idle instance
+    /// means its pool has no waiter: it serves nobody while another tenant waits.
     pub(super) fn reclaim(&self) {
         if !self.contended.load(Ordering::Relaxed) {
             return;
@@ -156,11 +160,11 @@ impl<R: Resource> SharedCap<R> {
         let victim = loads
             .iter()
             .enumerate()
-            .filter(|(_, (size, idle, _))| *size > fair && *idle > 0)
+            .filter(|(_, (_, idle, _))| *idle > 0)
             .max_by_key(|(_, (size, _, _))| *size)
             .map(|(i, _)| i);
         if let Some(i) = victim {
-            members[i].shed_idle(fair);
+            members[i].shed_idle();
         }
     }
 }

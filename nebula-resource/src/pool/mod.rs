@@ -952,10 +952,11 @@ impl<R: Resource> Pool<R> {
         if state.closed
             || slot.generation != state.generation
             || state.size > state.max_size
-            || self
-                .shared
-                .as_ref()
-                .is_some_and(|member| member.cap.over_share(state.size))
+            || self.shared.as_ref().is_some_and(|member| {
+                member
+                    .cap
+                    .should_give_back(state.size, !state.queue.is_empty())
+            })
         {
             state.releasing += 1;
             drop(state);
@@ -1076,12 +1077,12 @@ impl<R: Resource> Pool<R> {
         }
     }
 
-    /// Destroy one idle instance if the pool holds more than `keep` (the shared cap reclaims
-    /// its place for a starving pool).
-    fn shed_idle(self: &Arc<Self>, keep: usize) {
+    /// Destroy the oldest idle instance, if any (the shared cap reclaims its place for a
+    /// starving pool).
+    fn shed_idle(self: &Arc<Self>) {
         let slot = {
             let mut state = self.state.lock();
-            if state.closed || state.size <= keep {
+            if state.closed {
                 return;
             }
             let Some(slot) = state.idle.pop_front() else {
