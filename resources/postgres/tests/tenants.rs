@@ -65,12 +65,11 @@ impl Drop for DropDatabases {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_tenant_gets_connections_to_its_own_database_under_load() {
-    let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i}")).collect();
+/// Create (afresh) a database for each of `tenants`; they are dropped when the returned guard
+/// drops.
+async fn create_databases(admin: &mut sqlx::PgConnection, tenants: &[String]) -> DropDatabases {
     let databases: Vec<String> = tenants.iter().map(|t| database_of(t)).collect();
-    let _cleanup = DropDatabases(databases.clone());
-    let mut admin = admin().await;
+    let cleanup = DropDatabases(databases.clone());
     for database in &databases {
         // One statement each: DROP/CREATE DATABASE cannot run in a (multi-statement) block.
         for statement in [
@@ -78,11 +77,20 @@ async fn each_tenant_gets_connections_to_its_own_database_under_load() {
             format!("CREATE DATABASE {database}"),
         ] {
             sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut admin)
+                .execute(&mut *admin)
                 .await
                 .expect("create a tenant database");
         }
     }
+    cleanup
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_gets_connections_to_its_own_database_under_load() {
+    let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i}")).collect();
+    let mut admin = admin().await;
+    let cleanup = create_databases(&mut admin, &tenants).await;
+    let databases = cleanup.0.clone();
 
     let server = server();
     let manager = ResourceManager::builder()
@@ -146,4 +154,102 @@ async fn each_tenant_gets_connections_to_its_own_database_under_load() {
         .shutdown(Duration::from_secs(5))
         .await
         .expect("shutdown");
+}
+
+/// `Tenancy::max_total_instances` against the server: six tenants whose pools could open 24
+/// connections between them share a cap of 8 under a 48-task load. A sampler counts the
+/// server's connections of this registration (by `application_name`) all along; every
+/// tenant is served and the count never passes the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_cap_bounds_the_servers_connections_under_load() {
+    const CAP: usize = 8;
+    let tenants: Vec<String> = (0..TENANTS).map(|i| format!("cap{i}")).collect();
+    let _cleanup = create_databases(&mut admin().await, &tenants).await;
+    let application = format!("nebula_cap_{}", std::process::id());
+
+    let server = server();
+    let name = application.clone();
+    let manager = ResourceManager::builder()
+        .register_per_tenant_with(
+            Postgres,
+            move |tenant: &TenantId| -> Result<PostgresConfig, Error> {
+                Ok(
+                    PostgresConfig::new(format!("{server}/{}", database_of(tenant.as_str())))
+                        .application_name(name.clone()),
+                )
+            },
+            Policy::default().pool(
+                PoolConfig::default()
+                    .max_size(4)
+                    .acquire_timeout(Duration::from_secs(20)),
+            ),
+            Tenancy::default().max_total_instances(CAP),
+        )
+        .build()
+        .await
+        .expect("build");
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        let application = application.clone();
+        tokio::spawn(async move {
+            let mut observer = admin().await;
+            let mut most = 0_i64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let connections: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                )
+                .bind(&application)
+                .fetch_one(&mut observer)
+                .await
+                .expect("pg_stat_activity");
+                most = most.max(connections);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            most
+        })
+    };
+
+    let tasks: Vec<_> = (0..48)
+        .map(|task| {
+            let manager = manager.clone();
+            let tenants = tenants.clone();
+            tokio::spawn(async move {
+                for round in 0..15 {
+                    let tenant = &tenants[(task + round) % tenants.len()];
+                    let mut conn = manager
+                        .acquire_in::<Postgres>(&Context::tenant(tenant.clone()))
+                        .await
+                        .expect("acquire under the cap");
+                    let database: String = sqlx::query_scalar(
+                        "SELECT current_database() FROM (SELECT pg_sleep(0.002)) AS held",
+                    )
+                    .fetch_one(&mut *conn)
+                    .await
+                    .expect("query");
+                    assert_eq!(database, database_of(tenant), "tenant {tenant}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a load task failed");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = sampler.await.expect("sampler");
+    assert!(
+        (1..=CAP as i64).contains(&most),
+        "{most} server connections at once, cap {CAP}"
+    );
+    let status = manager.status();
+    let entry = status.resource("postgres").expect("status");
+    assert_eq!(entry.tenants.len(), TENANTS, "every tenant was served");
+    assert!(entry.pool.size <= CAP, "{:?}", entry.pool);
+    assert_eq!(entry.pool.max_size, CAP);
+    manager
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    eprintln!("most server connections at once: {most} (cap {CAP})");
 }
