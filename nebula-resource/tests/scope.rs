@@ -285,21 +285,19 @@ async fn an_abandoned_scope_is_ended_by_maintenance_after_idle_timeout() {
 async fn scoped_acquires_and_end_scope_need_a_scope() {
     let log: Log = Arc::default();
     let manager = manager(&log).await;
-    let err = manager.acquire::<Session>().await.err().expect("no scope");
+    let err = manager.acquire::<Session>().await.expect_err("no scope");
     assert_eq!(err.kind(), ErrorKind::ScopeRequired);
     assert_eq!(err.resource_key(), Some("session"));
     let err = manager
         .acquire_in::<Session>(&Context::tenant("acme").with_workflow("w"))
         .await
-        .err()
-        .expect("no execution");
+        .expect_err("no execution");
     assert_eq!(err.kind(), ErrorKind::ScopeRequired);
     assert!(err.to_string().contains("execution id"), "{err}");
     let err = manager
         .acquire_in::<Workspace>(&Context::tenant("bad id").with_workflow("w"))
         .await
-        .err()
-        .expect("bad tenant");
+        .expect_err("bad tenant");
     assert_eq!(err.kind(), ErrorKind::TenantRejected);
     let err = manager
         .end_scope(&Context::tenant("acme"))
@@ -327,8 +325,7 @@ async fn build_rejects_a_resource_depending_on_a_narrower_scope() {
         )
         .build()
         .await
-        .err()
-        .expect("global depends on execution");
+        .expect_err("global depends on execution");
     assert_eq!(err.kind(), ErrorKind::Config);
     assert_eq!(err.field(), Some("scope"));
     let text = err.to_string();

@@ -85,6 +85,34 @@ async fn create_databases(admin: &mut sqlx::PgConnection, tenants: &[String]) ->
     cleanup
 }
 
+/// 48 tasks, `rounds` acquires each, cycling through `tenants`: every acquire runs `query`
+/// (which returns `current_database()`) and checks the database is its tenant's.
+async fn load(manager: &ResourceManager, tenants: &[String], rounds: usize, query: &'static str) {
+    let tasks: Vec<_> = (0..48)
+        .map(|task| {
+            let manager = manager.clone();
+            let tenants = tenants.to_vec();
+            tokio::spawn(async move {
+                for round in 0..rounds {
+                    let tenant = &tenants[(task + round) % tenants.len()];
+                    let mut conn = manager
+                        .acquire_in::<Postgres>(&Context::tenant(tenant.clone()))
+                        .await
+                        .expect("acquire");
+                    let database: String = sqlx::query_scalar(query)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .expect("query");
+                    assert_eq!(database, database_of(tenant), "tenant {tenant}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a load task failed");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_tenant_gets_connections_to_its_own_database_under_load() {
     let tenants: Vec<String> = (0..TENANTS).map(|i| format!("t{i}")).collect();
@@ -109,29 +137,7 @@ async fn each_tenant_gets_connections_to_its_own_database_under_load() {
         .await
         .expect("build");
 
-    let tasks: Vec<_> = (0..48)
-        .map(|task| {
-            let manager = manager.clone();
-            let tenants = tenants.clone();
-            tokio::spawn(async move {
-                for round in 0..20 {
-                    let tenant = &tenants[(task + round) % tenants.len()];
-                    let mut conn = manager
-                        .acquire_in::<Postgres>(&Context::tenant(tenant.clone()))
-                        .await
-                        .expect("acquire");
-                    let database: String = sqlx::query_scalar("SELECT current_database()")
-                        .fetch_one(&mut *conn)
-                        .await
-                        .expect("query");
-                    assert_eq!(database, database_of(tenant), "tenant {tenant}");
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("a load task failed");
-    }
+    load(&manager, &tenants, 20, "SELECT current_database()").await;
 
     let status = manager.status();
     let entry = status.resource("postgres").expect("status");
@@ -211,31 +217,13 @@ async fn the_shared_cap_bounds_the_servers_connections_under_load() {
         })
     };
 
-    let tasks: Vec<_> = (0..48)
-        .map(|task| {
-            let manager = manager.clone();
-            let tenants = tenants.clone();
-            tokio::spawn(async move {
-                for round in 0..15 {
-                    let tenant = &tenants[(task + round) % tenants.len()];
-                    let mut conn = manager
-                        .acquire_in::<Postgres>(&Context::tenant(tenant.clone()))
-                        .await
-                        .expect("acquire under the cap");
-                    let database: String = sqlx::query_scalar(
-                        "SELECT current_database() FROM (SELECT pg_sleep(0.002)) AS held",
-                    )
-                    .fetch_one(&mut *conn)
-                    .await
-                    .expect("query");
-                    assert_eq!(database, database_of(tenant), "tenant {tenant}");
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("a load task failed");
-    }
+    load(
+        &manager,
+        &tenants,
+        15,
+        "SELECT current_database() FROM (SELECT pg_sleep(0.002)) AS held",
+    )
+    .await;
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let most = sampler.await.expect("sampler");
     assert!(
