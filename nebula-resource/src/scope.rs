@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -21,7 +20,7 @@ use crate::error::{Error, ErrorKind};
 use crate::events::Source;
 use crate::health::HealthReport;
 use crate::policy::Policy;
-use crate::pool::{Acquired, Pool, PoolStats};
+use crate::pool::{Acquired, Pool, PoolStats, millis_since};
 use crate::resilience::{BreakerStatus, Watch, emit_transition, furthest_from_closed};
 use crate::resource::Resource;
 use crate::runtime::Runtime;
@@ -75,12 +74,6 @@ impl ScopeKey {
     }
 }
 
-struct ScopePool<R: Resource> {
-    pool: Arc<Pool<R>>,
-    /// Milliseconds since the registration's `epoch` of the last acquire.
-    last_used: AtomicU64,
-}
-
 /// The pools of one scoped registration.
 pub(crate) struct ScopedPools<R: Resource> {
     scope: Scope,
@@ -90,7 +83,7 @@ pub(crate) struct ScopedPools<R: Resource> {
     name: Option<Arc<str>>,
     dependencies: Arc<DependencyMap>,
     runtime: Arc<Runtime>,
-    pools: Mutex<HashMap<ScopeKey, Arc<ScopePool<R>>>>,
+    pools: Mutex<HashMap<ScopeKey, Arc<Pool<R>>>>,
     /// Ended pools whose instances are not all destroyed yet, with their scope.
     ending: Mutex<Vec<(ScopeKey, Arc<Pool<R>>)>>,
     epoch: Instant,
@@ -136,7 +129,7 @@ impl<R: Resource> ScopedPools<R> {
     }
 
     fn millis(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+        millis_since(self.epoch, at)
     }
 
     fn attribute(&self, err: Error, ctx: &Context) -> Error {
@@ -188,25 +181,21 @@ impl<R: Resource> ScopedPools<R> {
         ctx: &Context,
     ) -> Result<(Arc<Pool<R>>, Acquired<R>), Error> {
         let key = self.key(ctx, false)?;
-        let entry = {
+        let pool = {
             let mut pools = self.pools.lock();
             match pools.get(&key) {
-                Some(entry) => Arc::clone(entry),
+                Some(pool) => Arc::clone(pool),
                 None => {
-                    let entry = Arc::new(ScopePool {
-                        pool: self.new_pool(&key),
-                        last_used: AtomicU64::new(self.millis(Instant::now())),
-                    });
-                    pools.insert(key, Arc::clone(&entry));
-                    entry
+                    let pool = self.new_pool(&key);
+                    pool.touch(self.millis(Instant::now()));
+                    pools.insert(key, Arc::clone(&pool));
+                    pool
                 }
             }
         };
-        let acquired = entry.pool.acquire(ctx.deadline()).await?;
-        entry
-            .last_used
-            .store(self.millis(acquired.at), Ordering::Relaxed);
-        Ok((Arc::clone(&entry.pool), acquired))
+        let acquired = pool.acquire(ctx.deadline()).await?;
+        pool.touch(self.millis(acquired.at));
+        Ok((pool, acquired))
     }
 
     fn new_pool(&self, key: &ScopeKey) -> Arc<Pool<R>> {
@@ -237,7 +226,7 @@ impl<R: Resource> ScopedPools<R> {
             let mut pools = self.pools.lock();
             let keys: Vec<ScopeKey> = pools.keys().filter(|k| k.within(&ended)).cloned().collect();
             keys.into_iter()
-                .filter_map(|k| pools.remove(&k).map(|entry| (k, Arc::clone(&entry.pool))))
+                .filter_map(|k| pools.remove(&k).map(|pool| (k, pool)))
                 .collect()
         };
         self.retire(closed);
@@ -261,11 +250,7 @@ impl<R: Resource> ScopedPools<R> {
     }
 
     fn live(&self) -> Vec<Arc<Pool<R>>> {
-        self.pools
-            .lock()
-            .values()
-            .map(|entry| Arc::clone(&entry.pool))
-            .collect()
+        self.pools.lock().values().cloned().collect()
     }
 
     /// Health: Degraded while a dependency is Unhealthy.
@@ -342,14 +327,13 @@ impl<R: Resource> ScopedPools<R> {
                 let mut pools = self.pools.lock();
                 let keys: Vec<ScopeKey> = pools
                     .iter()
-                    .filter(|(_, e)| {
-                        now.saturating_sub(e.last_used.load(Ordering::Relaxed)) >= limit
-                            && e.pool.stats().in_use == 0
+                    .filter(|(_, pool)| {
+                        now.saturating_sub(pool.last_used()) >= limit && pool.stats().in_use == 0
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
                 keys.into_iter()
-                    .filter_map(|k| pools.remove(&k).map(|entry| (k, Arc::clone(&entry.pool))))
+                    .filter_map(|k| pools.remove(&k).map(|pool| (k, pool)))
                     .collect()
             };
             if !abandoned.is_empty() {
@@ -369,12 +353,7 @@ impl<R: Resource> ScopedPools<R> {
 
     /// Close every scope's pool (manager shutdown).
     pub(crate) fn close(&self) {
-        let live: Vec<(ScopeKey, Arc<Pool<R>>)> = self
-            .pools
-            .lock()
-            .drain()
-            .map(|(key, entry)| (key, Arc::clone(&entry.pool)))
-            .collect();
+        let live: Vec<(ScopeKey, Arc<Pool<R>>)> = self.pools.lock().drain().collect();
         self.retire(live);
     }
 

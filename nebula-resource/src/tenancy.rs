@@ -3,7 +3,7 @@
 //! first) and evicted after [`Tenancy::tenant_idle_ttl`] without acquires.
 //!
 //! The map is copy-on-write behind an `ArcSwap`: an acquire finds its tenant's pool with one
-//! atomic load and one hash lookup, and marks the entry used with one relaxed store, at most once
+//! atomic load and one hash lookup, and marks the pool used with one relaxed store, at most once
 //! per millisecond. Creating or evicting a pool (rare) copies the map. A moka cache was measured
 //! first: its lookup (with read recording for TTI and LRU) cost ~100–170 ns per acquire, twice a
 //! whole global-pool acquire.
@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -30,7 +29,7 @@ use crate::health::HealthReport;
 use crate::manager::validate_config;
 use crate::policy::Policy;
 use crate::pool::cap::SharedCap;
-use crate::pool::{Acquired, MAX_POOL_SIZE, Pool, PoolConfig, PoolStats};
+use crate::pool::{Acquired, MAX_POOL_SIZE, Pool, PoolConfig, PoolStats, millis_since};
 use crate::resilience::{BreakerStatus, Watch, furthest_from_closed};
 use crate::resource::Resource;
 use crate::runtime::Runtime;
@@ -205,14 +204,10 @@ pub struct TenantStatus {
     pub breaker: BreakerStatus,
 }
 
-/// One tenant's pool and when it was last acquired from.
-struct Entry<R: Resource> {
-    pool: Arc<Pool<R>>,
-    /// Milliseconds since the registration's `epoch`.
-    last_used: AtomicU64,
-}
-
-type Map<R> = HashMap<TenantId, Arc<Entry<R>>>;
+/// The tenants' pools (each knows when it was last acquired from: [`Pool::last_used`]).
+/// foldhash, seeded per map: a lookup hashes the tenant id on every acquire, and SipHash costs
+/// as much as the rest of the lookup.
+type Map<R> = HashMap<TenantId, Arc<Pool<R>>, foldhash::fast::RandomState>;
 
 /// The pools of one per-tenant registration.
 pub(crate) struct TenantPools<R: Resource> {
@@ -254,7 +249,7 @@ impl<R: Resource> TenantPools<R> {
             name,
             dependencies,
             runtime,
-            pools: ArcSwap::from_pointee(HashMap::new()),
+            pools: ArcSwap::from_pointee(Map::default()),
             epoch: Instant::now(),
             draining: Mutex::new(Vec::new()),
             writing: Mutex::new(()),
@@ -266,7 +261,7 @@ impl<R: Resource> TenantPools<R> {
     }
 
     fn millis(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+        millis_since(self.epoch, at)
     }
 
     /// Close an evicted pool and keep it until its instances are destroyed.
@@ -292,9 +287,9 @@ impl<R: Resource> TenantPools<R> {
     }
 
     /// The tenant's pool, created (config resolved and validated) on first use.
-    fn pool(&self, tenant: &str) -> Result<Arc<Entry<R>>, Error> {
-        if let Some(entry) = self.pools.load().get(tenant) {
-            return Ok(Arc::clone(entry));
+    fn pool(&self, tenant: &str) -> Result<Arc<Pool<R>>, Error> {
+        if let Some(pool) = self.pools.load().get(tenant) {
+            return Ok(Arc::clone(pool));
         }
         let reject = |err: Error| {
             Error::other(ErrorKind::TenantRejected, err.to_string())
@@ -307,8 +302,8 @@ impl<R: Resource> TenantPools<R> {
         })?;
         // One resolver call per new tenant, however many acquires race for it.
         let _writing = self.writing.lock();
-        if let Some(entry) = self.pools.load().get(tenant) {
-            return Ok(Arc::clone(entry));
+        if let Some(pool) = self.pools.load().get(tenant) {
+            return Ok(Arc::clone(pool));
         }
         let resolved =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.resolver)(&id)))
@@ -342,26 +337,23 @@ impl<R: Resource> TenantPools<R> {
             Arc::clone(&self.runtime),
             self.cap.as_ref(),
         );
-        let entry = Arc::new(Entry {
-            pool,
-            last_used: AtomicU64::new(self.millis(Instant::now())),
-        });
+        pool.touch(self.millis(Instant::now()));
         let mut map: Map<R> = (**self.pools.load()).clone();
         // Full: evict the least recently used pools to make room.
         let mut evicted = Vec::new();
         while map.len() as u64 >= self.tenancy.max_tenants {
             let Some(oldest) = map
                 .iter()
-                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                .min_by_key(|(_, pool)| pool.last_used())
                 .map(|(t, _)| t.clone())
             else {
                 break;
             };
             if let Some(old) = map.remove(&oldest) {
-                evicted.push((oldest, Arc::clone(&old.pool)));
+                evicted.push((oldest, old));
             }
         }
-        map.insert(id.clone(), Arc::clone(&entry));
+        map.insert(id.clone(), Arc::clone(&pool));
         self.pools.store(Arc::new(map));
         for (tenant, pool) in evicted {
             self.retire(&tenant, pool, "max_tenants reached");
@@ -370,7 +362,7 @@ impl<R: Resource> TenantPools<R> {
         self.runtime.emit(Event::TenantPoolCreated {
             source: self.source(&id),
         });
-        Ok(entry)
+        Ok(pool)
     }
 
     /// Acquire from `tenant`'s pool, creating it on first use.
@@ -387,16 +379,11 @@ impl<R: Resource> TenantPools<R> {
                     .in_resource(R::KEY, self.name.as_deref())
                     .for_tenant(Some(tenant)));
             }
-            let entry = self.pool(tenant)?;
-            match entry.pool.acquire(limit).await {
+            let pool = self.pool(tenant)?;
+            match pool.acquire(limit).await {
                 Ok(acquired) => {
-                    let now = self.millis(acquired.at);
-                    // One store per millisecond at most: no cache-line ping-pong between tasks
-                    // of a busy tenant.
-                    if entry.last_used.load(Ordering::Relaxed) != now {
-                        entry.last_used.store(now, Ordering::Relaxed);
-                    }
-                    return Ok((Arc::clone(&entry.pool), acquired));
+                    pool.touch(self.millis(acquired.at));
+                    return Ok((pool, acquired));
                 }
                 // The pool was evicted under this acquire: take the tenant's new one.
                 Err(err)
@@ -425,7 +412,7 @@ impl<R: Resource> TenantPools<R> {
         self.pools
             .load()
             .iter()
-            .map(|(tenant, entry)| (tenant.clone(), Arc::clone(&entry.pool)))
+            .map(|(tenant, pool)| (tenant.clone(), Arc::clone(pool)))
             .collect()
     }
 
@@ -510,8 +497,7 @@ impl<R: Resource> TenantPools<R> {
 
     /// Replace one tenant's config, creating its pool if needed.
     pub(crate) fn reconfigure(&self, tenant: &str, config: R::Config) -> Result<(), Error> {
-        let entry = self.pool(tenant)?;
-        entry.pool.reconfigure(config);
+        self.pool(tenant)?.reconfigure(config);
         Ok(())
     }
 
@@ -522,8 +508,7 @@ impl<R: Resource> TenantPools<R> {
         max_size: usize,
         min_idle: usize,
     ) -> Result<(), Error> {
-        let entry = self.pool(tenant)?;
-        entry.pool.resize(max_size, min_idle);
+        self.pool(tenant)?.resize(max_size, min_idle);
         Ok(())
     }
 
@@ -540,8 +525,7 @@ impl<R: Resource> TenantPools<R> {
     pub(crate) fn maintain(&self) {
         let now = self.millis(Instant::now());
         let ttl = u64::try_from(self.tenancy.tenant_idle_ttl.as_millis()).unwrap_or(u64::MAX);
-        let idle_too_long =
-            |entry: &Entry<R>| now.saturating_sub(entry.last_used.load(Ordering::Relaxed)) >= ttl;
+        let idle_too_long = |pool: &Pool<R>| now.saturating_sub(pool.last_used()) >= ttl;
         if self.pools.load().values().any(|e| idle_too_long(e)) {
             let writing = self.writing.lock();
             let mut map: Map<R> = (**self.pools.load()).clone();
@@ -552,8 +536,8 @@ impl<R: Resource> TenantPools<R> {
                 .collect();
             let mut evicted = Vec::new();
             for tenant in expired {
-                if let Some(entry) = map.remove(&tenant) {
-                    evicted.push((tenant, Arc::clone(&entry.pool)));
+                if let Some(pool) = map.remove(&tenant) {
+                    evicted.push((tenant, pool));
                 }
             }
             self.pools.store(Arc::new(map));
@@ -571,7 +555,7 @@ impl<R: Resource> TenantPools<R> {
     pub(crate) fn close(&self) {
         let _writing = self.writing.lock();
         let live = self.live();
-        self.pools.store(Arc::new(HashMap::new()));
+        self.pools.store(Arc::new(Map::default()));
         let mut draining = self.draining.lock();
         for (_, pool) in live {
             pool.close();

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -190,6 +190,9 @@ pub(crate) struct Pool<R: Resource> {
     rotating: AtomicBool,
     /// The cap this pool shares with the other tenant pools of its registration, if any.
     shared: Option<Member<R>>,
+    /// For a tenant or scope pool: when it was last acquired from, in milliseconds since its
+    /// registration's epoch (for idle eviction).
+    last_used: AtomicU64,
 }
 
 struct Checkout {
@@ -261,6 +264,7 @@ impl<R: Resource> Pool<R> {
                 cap: Arc::clone(cap),
                 me: me.clone(),
             }),
+            last_used: AtomicU64::new(0),
         });
         if let Some(cap) = cap {
             cap.join(&pool);
@@ -270,6 +274,19 @@ impl<R: Resource> Pool<R> {
 
     fn error(&self, err: Error) -> Error {
         self.ctx.attribute(err)
+    }
+
+    /// Mark the pool used at `millis` (since its registration's epoch). One store per
+    /// millisecond at most: no cache-line ping-pong between the tasks of a busy pool.
+    pub(crate) fn touch(&self, millis: u64) {
+        if self.last_used.load(Ordering::Relaxed) != millis {
+            self.last_used.store(millis, Ordering::Relaxed);
+        }
+    }
+
+    /// When the pool was last [touched](Self::touch).
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
     }
 
     /// The pool's counts now.
@@ -1387,6 +1404,16 @@ impl<R: Resource> Pool<R> {
             self.drained.notify_waiters();
         }
     }
+}
+
+/// Whole milliseconds from `epoch` to `at` (0 if `at` is earlier): cheaper than
+/// `Duration::as_millis`, which divides a `u128`.
+pub(crate) fn millis_since(epoch: Instant, at: Instant) -> u64 {
+    let elapsed = at.saturating_duration_since(epoch);
+    elapsed
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(elapsed.subsec_millis()))
 }
 
 /// Hand a freed place of a shared cap to the starving pool it went to (call with no lock held).
