@@ -181,6 +181,9 @@ impl<R: Resource> ScopedPools<R> {
         ctx: &Context,
     ) -> Result<(Arc<Pool<R>>, Acquired<R>), Error> {
         let key = self.key(ctx, false)?;
+        if self.runtime.is_shutting_down() {
+            return Err(self.attribute(Error::shutting_down(), ctx));
+        }
         let pool = {
             let mut pools = self.pools.lock();
             match pools.get(&key) {
