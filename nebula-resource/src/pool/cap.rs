@@ -28,6 +28,10 @@ pub(crate) struct SharedCap<R: Resource> {
     /// `limit` divided by the pools holding or wanting instances (rounded up), as of the last
     /// [`reclaim`](Self::reclaim).
     fair_share: AtomicUsize,
+    /// Places asked for by waiters that found the cap full since the last
+    /// [`reclaim`](Self::reclaim): how many idle instances it may shed. Reclaiming only on demand
+    /// keeps its scan of the members from running on every create and destroy.
+    wanted: AtomicUsize,
 }
 
 struct Places<R: Resource> {
@@ -59,6 +63,7 @@ impl<R: Resource> SharedCap<R> {
             }),
             contended: AtomicBool::new(false),
             fair_share: AtomicUsize::new(limit),
+            wanted: AtomicUsize::new(0),
         }
     }
 
@@ -101,10 +106,13 @@ impl<R: Resource> SharedCap<R> {
         let mut places = cap.places.lock();
         let taken = rest.min(cap.limit.saturating_sub(places.used));
         places.used += taken;
-        if taken < rest && queue && !state.starving {
-            state.starving = true;
-            places.starving.push_back(member.me.clone());
-            cap.contended.store(true, Ordering::Relaxed);
+        if taken < rest && queue {
+            cap.wanted.fetch_add(rest - taken, Ordering::Relaxed);
+            if !state.starving {
+                state.starving = true;
+                places.starving.push_back(member.me.clone());
+                cap.contended.store(true, Ordering::Relaxed);
+            }
         }
         from_grants + taken
     }
@@ -121,21 +129,32 @@ impl<R: Resource> SharedCap<R> {
         while let Some(first) = places.starving.pop_front() {
             if let Some(pool) = first.upgrade() {
                 if places.starving.is_empty() {
-                    self.contended.store(false, Ordering::Relaxed);
+                    self.uncontended();
                 }
                 return Some(pool);
             }
         }
-        self.contended.store(false, Ordering::Relaxed);
+        self.uncontended();
         places.used -= n;
         None
     }
 
-    /// While some pool starves: refresh the fair share, and have the biggest pool with an idle
-    /// instance shed it (its place then goes to the first starving pool). An idle instance
-    /// means its pool has no waiter: it serves nobody while another tenant waits.
+    /// Nobody starves any more: stop giving instances back, and forget old demand.
+    fn uncontended(&self) {
+        self.contended.store(false, Ordering::Relaxed);
+        self.wanted.store(0, Ordering::Relaxed);
+    }
+
+    /// While some pool starves: refresh the fair share, and have the biggest pools with idle
+    /// instances shed one each for every place asked for since the last call (their places then
+    /// go to the first starving pools). An idle instance means its pool has no waiter: it
+    /// serves nobody while another tenant waits.
     pub(super) fn reclaim(&self) {
         if !self.contended.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut wanted = self.wanted.swap(0, Ordering::Relaxed);
+        if wanted == 0 {
             return;
         }
         let members: Vec<Arc<Pool<R>>> = {
@@ -143,7 +162,7 @@ impl<R: Resource> SharedCap<R> {
             places.members.retain(|m| m.strong_count() > 0);
             places.members.iter().filter_map(Weak::upgrade).collect()
         };
-        let loads: Vec<(usize, usize, bool)> = members
+        let mut loads: Vec<(usize, usize, bool)> = members
             .iter()
             .map(|pool| {
                 let state = pool.state.lock();
@@ -157,14 +176,20 @@ impl<R: Resource> SharedCap<R> {
             .max(1);
         let fair = self.limit.div_ceil(active).max(1);
         self.fair_share.store(fair, Ordering::Relaxed);
-        let victim = loads
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, idle, _))| *idle > 0)
-            .max_by_key(|(_, (size, _, _))| *size)
-            .map(|(i, _)| i);
-        if let Some(i) = victim {
+        while wanted > 0 {
+            let Some(i) = loads
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, idle, _))| *idle > 0)
+                .max_by_key(|(_, (size, _, _))| *size)
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
             members[i].shed_idle();
+            loads[i].0 -= 1;
+            loads[i].1 -= 1;
+            wanted -= 1;
         }
     }
 }

@@ -1216,9 +1216,15 @@ impl<R: Resource> Pool<R> {
         state.creating -= 1;
         state.created += 1;
         // Created with an older config or credentials: serve a waiter with it (it works, and is
-        // destroyed when it comes back), but never keep it idle.
-        let stale = slot.generation != state.generation && state.queue.is_empty();
-        if state.closed || stale {
+        // destroyed when it comes back), but never keep it idle. Nor keep it idle while another
+        // pool starves for the shared cap's places.
+        let unwanted = state.queue.is_empty()
+            && (slot.generation != state.generation
+                || self
+                    .shared
+                    .as_ref()
+                    .is_some_and(|member| member.cap.should_give_back(state.size, false)));
+        if state.closed || unwanted {
             state.releasing += 1;
             let creates = self.plan_creates(&mut state, 0);
             drop(state);
