@@ -20,6 +20,7 @@ use crate::error::{Error, ErrorKind};
 use crate::events::Source;
 use crate::health::HealthReport;
 use crate::policy::Policy;
+use crate::pool::retired::Retired;
 use crate::pool::{Acquired, Pool, PoolStats, millis_since};
 use crate::resilience::{BreakerStatus, Watch, emit_transition, furthest_from_closed};
 use crate::resource::Resource;
@@ -85,7 +86,7 @@ pub(crate) struct ScopedPools<R: Resource> {
     runtime: Arc<Runtime>,
     pools: Mutex<HashMap<ScopeKey, Arc<Pool<R>>>>,
     /// Ended pools whose instances are not all destroyed yet, with their scope.
-    ending: Mutex<Vec<(ScopeKey, Arc<Pool<R>>)>>,
+    ending: Retired<R, ScopeKey>,
     epoch: Instant,
     /// Health as the scope pools' dependencies make it (scope pools have no health rounds).
     watch: Watch,
@@ -111,7 +112,7 @@ impl<R: Resource> ScopedPools<R> {
             dependencies,
             runtime,
             pools: Mutex::new(HashMap::new()),
-            ending: Mutex::new(Vec::new()),
+            ending: Retired::new(),
             epoch: Instant::now(),
         }
     }
@@ -233,13 +234,7 @@ impl<R: Resource> ScopedPools<R> {
                 .collect()
         };
         self.retire(closed);
-        Ok(self
-            .ending
-            .lock()
-            .iter()
-            .filter(|(k, _)| k.within(&ended))
-            .map(|(_, pool)| Arc::clone(pool))
-            .collect())
+        Ok(self.ending.draining(|key| key.within(&ended)))
     }
 
     /// Close `closed` and keep those not yet drained.
@@ -247,9 +242,7 @@ impl<R: Resource> ScopedPools<R> {
         for (_, pool) in &closed {
             pool.close();
         }
-        let mut ending = self.ending.lock();
-        ending.retain(|(_, p)| p.stats().size > 0);
-        ending.extend(closed.into_iter().filter(|(_, p)| p.stats().size > 0));
+        self.ending.add(closed);
     }
 
     fn live(&self) -> Vec<Arc<Pool<R>>> {
@@ -302,21 +295,16 @@ impl<R: Resource> ScopedPools<R> {
         self.pools.lock().len()
     }
 
-    /// The sum of every scope pool's counts, ending ones included.
+    /// The sum of every scope pool's counts, with the ended ones' (their lifetime counts stay).
     pub(crate) fn stats(&self) -> PoolStats {
         let mut total = PoolStats {
             max_size: self.policy.pool.get_max_size(),
             ..PoolStats::default()
         };
-        let ending: Vec<Arc<Pool<R>>> = self
-            .ending
-            .lock()
-            .iter()
-            .map(|(_, p)| Arc::clone(p))
-            .collect();
-        for pool in self.live().into_iter().chain(ending) {
+        for pool in self.live() {
             total.add(&pool.stats());
         }
+        self.ending.add_stats(&mut total);
         total
     }
 
@@ -351,7 +339,7 @@ impl<R: Resource> ScopedPools<R> {
         for pool in self.live() {
             pool.maintain();
         }
-        self.ending.lock().retain(|(_, p)| p.stats().size > 0);
+        self.ending.prune();
     }
 
     /// Close every scope's pool (manager shutdown).
@@ -362,13 +350,7 @@ impl<R: Resource> ScopedPools<R> {
 
     /// Wait until every closed pool is drained, or `deadline`.
     pub(crate) async fn drained(&self, deadline: Instant) -> Result<(), PoolStats> {
-        let pools: Vec<Arc<Pool<R>>> = self
-            .ending
-            .lock()
-            .iter()
-            .map(|(_, p)| Arc::clone(p))
-            .collect();
-        drain_all(pools, deadline).await
+        drain_all(self.ending.draining(|_| true), deadline).await
     }
 }
 

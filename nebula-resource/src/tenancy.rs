@@ -29,6 +29,7 @@ use crate::health::HealthReport;
 use crate::manager::validate_config;
 use crate::policy::Policy;
 use crate::pool::cap::SharedCap;
+use crate::pool::retired::Retired;
 use crate::pool::{Acquired, MAX_POOL_SIZE, Pool, PoolConfig, PoolStats, millis_since};
 use crate::resilience::{BreakerStatus, Watch, furthest_from_closed};
 use crate::resource::Resource;
@@ -221,7 +222,7 @@ pub(crate) struct TenantPools<R: Resource> {
     pools: ArcSwap<Map<R>>,
     epoch: Instant,
     /// Evicted pools whose instances are not all destroyed yet.
-    draining: Mutex<Vec<Arc<Pool<R>>>>,
+    draining: Retired<R, ()>,
     /// Serializes changes of the map (a new tenant's pool, with its resolver call; evictions).
     writing: Mutex<()>,
     /// Reports "healthy" while no tenant pool exists.
@@ -251,7 +252,7 @@ impl<R: Resource> TenantPools<R> {
             runtime,
             pools: ArcSwap::from_pointee(Map::default()),
             epoch: Instant::now(),
-            draining: Mutex::new(Vec::new()),
+            draining: Retired::new(),
             writing: Mutex::new(()),
             idle_watch,
             cap: tenancy
@@ -271,11 +272,7 @@ impl<R: Resource> TenantPools<R> {
         self.runtime.emit(Event::TenantPoolEvicted {
             source: self.source(tenant),
         });
-        let mut draining = self.draining.lock();
-        draining.retain(|p| p.stats().size > 0);
-        if pool.stats().size > 0 {
-            draining.push(pool);
-        }
+        self.draining.add([((), pool)]);
     }
 
     fn source(&self, tenant: &TenantId) -> Source {
@@ -431,7 +428,8 @@ impl<R: Resource> TenantPools<R> {
         tenants
     }
 
-    /// The sum of every tenant pool's counts, draining ones included.
+    /// The sum of every tenant pool's counts, with the evicted ones' (their lifetime counts
+    /// stay).
     pub(crate) fn stats(&self) -> PoolStats {
         let mut total = PoolStats {
             max_size: self
@@ -440,10 +438,10 @@ impl<R: Resource> TenantPools<R> {
                 .map_or(self.policy.pool.get_max_size(), |cap| cap.limit()),
             ..PoolStats::default()
         };
-        let draining: Vec<Arc<Pool<R>>> = self.draining.lock().clone();
-        for pool in self.live().into_iter().map(|(_, p)| p).chain(draining) {
+        for (_, pool) in self.live() {
             total.add(&pool.stats());
         }
+        self.draining.add_stats(&mut total);
         total
     }
 
@@ -549,22 +547,21 @@ impl<R: Resource> TenantPools<R> {
         for (_, pool) in self.live() {
             pool.maintain();
         }
-        self.draining.lock().retain(|p| p.stats().size > 0);
+        self.draining.prune();
     }
 
     pub(crate) fn close(&self) {
         let _writing = self.writing.lock();
         let live = self.live();
         self.pools.store(Arc::new(Map::default()));
-        let mut draining = self.draining.lock();
-        for (_, pool) in live {
+        for (_, pool) in &live {
             pool.close();
-            draining.push(pool);
         }
+        self.draining
+            .add(live.into_iter().map(|(_, pool)| ((), pool)));
     }
 
     pub(crate) async fn drained(&self, deadline: Instant) -> Result<(), PoolStats> {
-        let pools = self.draining.lock().clone();
-        drain_all(pools, deadline).await
+        drain_all(self.draining.draining(|()| true), deadline).await
     }
 }

@@ -200,10 +200,16 @@ async fn an_idle_tenant_pool_is_evicted_and_drains_after_its_guard_is_dropped() 
     drop(held);
     wait_until(|| db.alive.load(Ordering::SeqCst) == 0).await;
 
-    // The tenant comes back to a new pool.
+    // The tenant comes back to a new pool; the evicted pool's lifetime counts still count.
     let again = manager.acquire_in::<TenantDb>(&ctx).await.expect("acquire");
     assert_eq!(again.database, "db_acme");
     drop(again);
+    let pool = manager.status().resource("tenant-db").expect("status").pool;
+    assert_eq!(
+        (pool.created, pool.destroyed, pool.size),
+        (3, 2, 1),
+        "{pool:?}"
+    );
     manager
         .shutdown(Duration::from_secs(5))
         .await

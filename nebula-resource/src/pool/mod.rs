@@ -15,6 +15,7 @@
 pub(crate) mod cap;
 pub(crate) mod config;
 pub(crate) mod resident;
+pub(crate) mod retired;
 mod stats;
 pub(crate) mod worker;
 
