@@ -118,8 +118,8 @@ impl<R: Resource> SharedCap<R> {
     }
 
     /// Give back `n` places. The first starving pool still alive gets them (it is returned, to
-    /// be [granted](Pool::grant) them once the caller's lock is released); otherwise they are
-    /// free again.
+    /// be handed them with `Pool::accept_places` once the caller's lock is released); otherwise
+    /// they are free again.
     #[must_use = "a returned pool must be granted the places"]
     pub(super) fn give_back(&self, n: usize) -> Option<Arc<Pool<R>>> {
         if n == 0 {
