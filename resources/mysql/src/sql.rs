@@ -8,20 +8,12 @@
 //! recognise counts as possibly changing the session, which only costs a reconnect (or, with
 //! [`OnSessionChange::Keep`](crate::OnSessionChange::Keep), one reset round trip) on release.
 
-/// What running a piece of SQL may leave behind once it has finished. Ordered: a batch has the
-/// greatest effect of its statements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Effect {
-    /// Nothing outlives the statement, or the transaction it runs in: queries, DML, DDL.
-    Contained,
-    /// Transaction control (`BEGIN`, `COMMIT`, `SAVEPOINT`, `SET TRANSACTION`): a transaction
-    /// may be left open, which a `ROLLBACK` ends.
-    Transaction,
-    /// The session may have changed beyond what `ROLLBACK` undoes: variables, temporary tables,
-    /// table or named locks, the current database, server-side prepared statements, or a
-    /// statement not recognised.
-    Session,
-}
+/// What running a piece of SQL may leave behind once it has finished: for MySQL,
+/// [`Effect::Transaction`] is transaction control (`BEGIN`, `COMMIT`, `SAVEPOINT`,
+/// `SET TRANSACTION`), which a `ROLLBACK` ends; [`Effect::Session`] is a change beyond what
+/// `ROLLBACK` undoes (variables, temporary tables, table or named locks, the current database,
+/// server-side prepared statements) or a statement not recognised.
+pub(crate) use nebula_resource_sqlx::Effect;
 
 /// Statements that begin with one of these keywords leave nothing behind, unless they assign a
 /// user variable or take a named lock (see [`Statement::word`]).

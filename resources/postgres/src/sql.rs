@@ -8,16 +8,13 @@
 //! its own statement counts as possibly changing the session, which only costs one reset round
 //! trip on release.
 
-/// What running a piece of SQL may leave behind once it has finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Effect {
-    /// Nothing outlives the statements: plain queries, DML, most DDL, `SET LOCAL`.
-    Contained,
-    /// The session may have changed: an open transaction (`BEGIN`), settings (`SET`), temporary
-    /// tables, `LISTEN`, cursors, SQL-level prepared statements, session advisory locks, or a
-    /// statement not recognised.
-    Session,
-}
+/// What running a piece of SQL may leave behind once it has finished. PostgreSQL's classifier
+/// uses two of its values: [`Effect::Contained`], nothing outlives the statements (plain
+/// queries, DML, most DDL, `SET LOCAL`); [`Effect::Session`], the session may have changed (an
+/// open transaction (`BEGIN`), settings (`SET`), temporary tables, `LISTEN`, cursors, SQL-level
+/// prepared statements, session advisory locks, or a statement not recognised), which a reset
+/// undoes.
+pub(crate) use nebula_resource_sqlx::Effect;
 
 /// Statements that begin with one of these keywords leave nothing behind, unless they mention a
 /// session-scoped function or create a temporary object (see [`Statement::word`]).

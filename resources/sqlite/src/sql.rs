@@ -6,20 +6,13 @@
 //! is conservative: a statement it does not recognise counts as possibly changing the
 //! connection, which only costs a reconnect (cheap for SQLite) on release.
 
-/// What running a piece of SQL may leave behind once it has finished. Ordered: a batch has the
-/// greatest effect of its statements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Effect {
-    /// Nothing outlives the statement, or the transaction it runs in: queries, DML, DDL,
-    /// `PRAGMA` queries.
-    Contained,
-    /// Transaction control (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`): a
-    /// transaction may be left open, which a `ROLLBACK` ends.
-    Transaction,
-    /// The connection may have changed beyond what `ROLLBACK` undoes: a `PRAGMA` setting,
-    /// `ATTACH`/`DETACH`, a temporary table, view or trigger, or a statement not recognised.
-    Session,
-}
+/// What running a piece of SQL may leave behind once it has finished: for SQLite,
+/// [`Effect::Transaction`] is transaction control (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`,
+/// `SAVEPOINT`, `RELEASE`), which a `ROLLBACK` ends; [`Effect::Session`] is a change beyond what
+/// `ROLLBACK` undoes (a `PRAGMA` setting, `ATTACH`/`DETACH`, a temporary table, view or
+/// trigger) or a statement not recognised. Queries, DML, DDL and `PRAGMA` queries are
+/// [`Effect::Contained`].
+pub(crate) use nebula_resource_sqlx::Effect;
 
 /// Statements that begin with one of these keywords leave nothing behind (`CREATE` unless the
 /// object is temporary; see [`Statement::word`]).
