@@ -7,6 +7,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nebula_resource::{Config, Error, Secret, redact_url};
+use nebula_resource_sqlx::config::{
+    check_scheme, decode_form, decode_percent, push_redacted_query, query_parameters, split_scheme,
+    split_server_url, unknown_parameter,
+};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 
 /// Default [`MySqlConfig::connect_timeout`].
@@ -569,53 +573,21 @@ fn check(field: &'static str, rule: Result<(), String>) -> Result<(), Error> {
 fn parse_url(url: &str) -> Result<MySqlConnectOptions, Error> {
     const EXPECTED: &str =
         "expected `mysql://[user[:password]@]host[:port][/database][?param=value&...]`";
-    if url.trim().is_empty() {
-        return Err(Error::config("url", "must not be empty"));
-    }
-    let Some(parts) = UrlParts::split(url) else {
-        return Err(Error::config(
-            "url",
-            if url.contains("://") {
-                "holds an `@` after its host part: percent-encode `@`, `:`, `/`, `?` and `#` in \
-                 the user name and password"
-                    .to_owned()
-            } else {
-                format!("is not a URL; {EXPECTED}")
-            },
-        ));
-    };
-    if !["mysql", "mariadb"]
-        .iter()
-        .any(|scheme| parts.scheme.eq_ignore_ascii_case(scheme))
-    {
-        let got = if is_plain_name(parts.scheme) {
-            format!("`{}`", parts.scheme)
-        } else {
-            "something else".to_owned()
-        };
-        return Err(Error::config(
-            "url",
-            format!(
-                "scheme must be `mysql` or `mariadb`, got {got} in `{}`",
-                parts.display()
-            ),
-        ));
-    }
+    let parts = UrlParts::new(split_server_url(url, EXPECTED)?);
+    check_scheme(
+        parts.scheme,
+        &["mysql", "mariadb"],
+        &parts.display(),
+        is_plain_name,
+    )?;
     for (key, value) in parts.parameters() {
         if !URL_PARAMETERS.contains(&key) {
-            let which = if is_plain_name(key) {
-                format!("unknown parameter `{key}`")
-            } else {
-                "an unknown parameter".to_owned()
-            };
-            return Err(Error::config(
-                "url",
-                format!(
-                    "{which} in `{}`; known: {} (set the connect timeout with \
-                     `MySqlConfig::connect_timeout`)",
-                    parts.display(),
-                    URL_PARAMETERS.join(", ")
-                ),
+            return Err(unknown_parameter(
+                key,
+                &parts.display(),
+                &URL_PARAMETERS.join(", "),
+                "MySqlConfig",
+                is_plain_name,
             ));
         }
         let Some(value) = value.and_then(decode_form) else {
@@ -683,35 +655,7 @@ fn parameter_rule(key: &str, value: &str) -> Result<(), String> {
 
 /// A short name made of ASCII letters, digits and `_-.+`: safe to repeat in a message.
 fn is_plain_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 40
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.+".contains(&b))
-}
-
-/// `%XX`-decode `text` into UTF-8; `None` if it is not valid.
-fn decode_percent(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Decode a query value as URL parsers do (`application/x-www-form-urlencoded`: `+` is a
-/// space).
-fn decode_form(text: &str) -> Option<String> {
-    decode_percent(&text.replace('+', " "))
+    nebula_resource_sqlx::config::is_plain_name(text, b"_-.+")
 }
 
 /// A connection URL cut where a URL parser cuts it, for checks and display.
@@ -725,27 +669,21 @@ struct UrlParts<'a> {
 }
 
 impl<'a> UrlParts<'a> {
-    /// `None` if `url` has no `scheme://`, or holds an `@` after its authority — a password with
-    /// an unencoded `/`, `?` or `#` in it, whose tail a parser would take for the host, path or
-    /// query. Such a URL is never shown.
-    fn split(url: &'a str) -> Option<Self> {
-        let (scheme, rest) = url.split_once("://")?;
+    /// The parts of a URL cut by [`split_scheme`].
+    fn new((scheme, rest): (&'a str, &'a str)) -> Self {
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if rest[authority_end..].contains('@') {
-            return None;
-        }
         let (authority, rest) = rest.split_at(authority_end);
         let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
         let (path, query) = match rest.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (rest, None),
         };
-        Some(Self {
+        Self {
             scheme,
             authority,
             path: path.strip_prefix('/').unwrap_or(path),
             query,
-        })
+        }
     }
 
     fn username(&self) -> Option<&'a str> {
@@ -759,14 +697,7 @@ impl<'a> UrlParts<'a> {
     }
 
     fn parameters(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
-        self.query
-            .into_iter()
-            .flat_map(|query| query.split('&'))
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((key, value)) => (key, Some(value)),
-                None => (pair, None),
-            })
+        query_parameters(self.query)
     }
 
     /// The URL with the password replaced by `***`, and the values of parameters other than a
@@ -779,23 +710,7 @@ impl<'a> UrlParts<'a> {
         if self.path.is_empty() {
             shown.pop();
         }
-        let mut separator = '?';
-        for (key, value) in self.parameters() {
-            shown.push(separator);
-            separator = '&';
-            match value {
-                Some(value) if SHOWN_PARAMETERS.contains(&key) => {
-                    shown.push_str(key);
-                    shown.push('=');
-                    shown.push_str(value);
-                }
-                _ if is_plain_name(key) => {
-                    shown.push_str(key);
-                    shown.push_str("=***");
-                }
-                _ => shown.push_str("***"),
-            }
-        }
+        push_redacted_query(&mut shown, self.query, SHOWN_PARAMETERS, is_plain_name);
         shown
     }
 }
@@ -803,8 +718,8 @@ impl<'a> UrlParts<'a> {
 /// The URL as messages may show it: the password and secret-looking parts replaced by `***`, or
 /// a placeholder for a URL too malformed to cut safely.
 fn display_url(url: &str) -> String {
-    match UrlParts::split(url) {
-        Some(parts) => parts.display(),
+    match split_scheme(url) {
+        Some(parts) => UrlParts::new(parts).display(),
         None => "[malformed URL, not shown]".to_owned(),
     }
 }

@@ -7,6 +7,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nebula_resource::{Config, Error, Secret, redact_url};
+use nebula_resource_sqlx::config::{
+    check_scheme, push_redacted_query, query_parameters, split_scheme, split_server_url,
+    unknown_parameter,
+};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// Default [`PostgresConfig::connect_timeout`].
@@ -465,57 +469,25 @@ fn check_identifier(field: &'static str, value: &str) -> Result<(), Error> {
 fn parse_url(url: &str) -> Result<PgConnectOptions, Error> {
     const EXPECTED: &str = "expected `postgres://[user[:password]@]host[:port][/database]\
                             [?param=value&...]`";
-    if url.trim().is_empty() {
-        return Err(Error::config("url", "must not be empty"));
-    }
-    let Some(parts) = UrlParts::split(url) else {
-        return Err(Error::config(
-            "url",
-            if url.contains("://") {
-                "holds an `@` after its host part: percent-encode `@`, `:`, `/`, `?` and `#` in \
-                 the user name and password"
-                    .to_owned()
-            } else {
-                format!("is not a URL; {EXPECTED}")
-            },
-        ));
-    };
-    if !["postgres", "postgresql"]
-        .iter()
-        .any(|scheme| parts.scheme.eq_ignore_ascii_case(scheme))
-    {
-        let got = if is_plain_name(parts.scheme) {
-            format!("`{}`", parts.scheme)
-        } else {
-            "something else".to_owned()
-        };
-        return Err(Error::config(
-            "url",
-            format!(
-                "scheme must be `postgres` or `postgresql`, got {got} in `{}`",
-                parts.display()
-            ),
-        ));
-    }
+    let parts = UrlParts::new(split_server_url(url, EXPECTED)?);
+    check_scheme(
+        parts.scheme,
+        &["postgres", "postgresql"],
+        &parts.display(),
+        is_plain_name,
+    )?;
     for (key, _) in parts.parameters() {
         let known = URL_PARAMETERS.contains(&key)
             || key
                 .strip_prefix("options[")
                 .is_some_and(|rest| rest.ends_with(']'));
         if !known {
-            let which = if is_plain_name(key) {
-                format!("unknown parameter `{key}`")
-            } else {
-                "an unknown parameter".to_owned()
-            };
-            return Err(Error::config(
-                "url",
-                format!(
-                    "{which} in `{}`; known: {}, options[name] (set the connect timeout with \
-                     `PostgresConfig::connect_timeout`)",
-                    parts.display(),
-                    URL_PARAMETERS.join(", ")
-                ),
+            return Err(unknown_parameter(
+                key,
+                &parts.display(),
+                &format!("{}, options[name]", URL_PARAMETERS.join(", ")),
+                "PostgresConfig",
+                is_plain_name,
             ));
         }
     }
@@ -536,11 +508,7 @@ fn parse_url(url: &str) -> Result<PgConnectOptions, Error> {
 
 /// A short name made of ASCII letters, digits and `_-.[]+`: safe to repeat in a message.
 fn is_plain_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 40
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.[]+".contains(&b))
+    nebula_resource_sqlx::config::is_plain_name(text, b"_-.[]+")
 }
 
 /// A connection URL cut where a URL parser cuts it, for display.
@@ -552,58 +520,28 @@ struct UrlParts<'a> {
 }
 
 impl<'a> UrlParts<'a> {
-    /// `None` if `url` has no `scheme://`, or holds an `@` after its authority — a password with
-    /// an unencoded `/`, `?` or `#` in it, whose tail a parser would take for the host, path or
-    /// query. Such a URL is never shown.
-    fn split(url: &'a str) -> Option<Self> {
-        let (scheme, rest) = url.split_once("://")?;
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if rest[authority_end..].contains('@') {
-            return None;
-        }
+    /// The parts of a URL cut by [`split_scheme`].
+    fn new((scheme, rest): (&'a str, &'a str)) -> Self {
         let (head, query) = match rest.split_once('?') {
             Some((head, query)) => (head, Some(query)),
             None => (rest, None),
         };
-        Some(Self {
+        Self {
             scheme,
             head,
             query,
-        })
+        }
     }
 
     fn parameters(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
-        self.query
-            .into_iter()
-            .flat_map(|query| query.split('&'))
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((key, value)) => (key, Some(value)),
-                None => (pair, None),
-            })
+        query_parameters(self.query)
     }
 
     /// The URL with the password replaced by `***`, and the values of parameters other than a
     /// few known harmless ones (`sslmode`, `host`, `port`, …) too.
     fn display(&self) -> String {
         let mut shown = redact_url(&format!("{}://{}", self.scheme, self.head));
-        let mut separator = '?';
-        for (key, value) in self.parameters() {
-            shown.push(separator);
-            separator = '&';
-            match value {
-                Some(value) if SHOWN_PARAMETERS.contains(&key) => {
-                    shown.push_str(key);
-                    shown.push('=');
-                    shown.push_str(value);
-                }
-                _ if is_plain_name(key) => {
-                    shown.push_str(key);
-                    shown.push_str("=***");
-                }
-                _ => shown.push_str("***"),
-            }
-        }
+        push_redacted_query(&mut shown, self.query, SHOWN_PARAMETERS, is_plain_name);
         shown
     }
 }
@@ -611,8 +549,8 @@ impl<'a> UrlParts<'a> {
 /// The URL as messages may show it: the password and secret-looking parts replaced by `***`, or
 /// a placeholder for a URL too malformed to cut safely.
 fn display_url(url: &str) -> String {
-    match UrlParts::split(url) {
-        Some(parts) => parts.display(),
+    match split_scheme(url) {
+        Some(parts) => UrlParts::new(parts).display(),
         None => "[malformed URL, not shown]".to_owned(),
     }
 }

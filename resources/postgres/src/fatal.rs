@@ -70,50 +70,9 @@ pub(crate) fn is_failed_transaction(err: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-    use std::error::Error as StdError;
-    use std::fmt;
-
-    use sqlx::error::{DatabaseError, ErrorKind};
+    use nebula_resource_sqlx::testing::database_error as database;
 
     use super::{is_failed_transaction, is_fatal, is_fatal_sqlstate};
-
-    /// A server error with only a SQLSTATE, as another driver layer might report it.
-    #[derive(Debug)]
-    struct Coded(&'static str);
-
-    impl fmt::Display for Coded {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "error {}", self.0)
-        }
-    }
-
-    impl StdError for Coded {}
-
-    impl DatabaseError for Coded {
-        fn message(&self) -> &str {
-            "coded"
-        }
-        fn code(&self) -> Option<Cow<'_, str>> {
-            Some(Cow::Borrowed(self.0))
-        }
-        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
-            self
-        }
-        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
-            self
-        }
-        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
-            self
-        }
-        fn kind(&self) -> ErrorKind {
-            ErrorKind::Other
-        }
-    }
-
-    fn database(code: &'static str) -> sqlx::Error {
-        sqlx::Error::Database(Box::new(Coded(code)))
-    }
 
     #[test]
     fn connection_exceptions_and_shutdowns_are_fatal() {

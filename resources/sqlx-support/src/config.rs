@@ -1,1 +1,213 @@
-//! placeholder
+//! Configuration helpers shared by the database crates: cutting a connection URL where a URL
+//! parser cuts it, decoding its parts, and showing it in messages without its password or any
+//! parameter value that might be a secret.
+
+use nebula_resource::Error;
+
+/// `url` cut after its `scheme://`: the scheme and the rest.
+///
+/// `None` if `url` has no `scheme://`, or holds an `@` after its authority — a password with an
+/// unencoded `/`, `?` or `#` in it, whose tail a parser would take for the host, path or query.
+/// Such a URL is never shown.
+pub fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest[authority_end..].contains('@') {
+        return None;
+    }
+    Some((scheme, rest))
+}
+
+/// The checks every server URL gets before its parts are read: it is not empty, and
+/// [`split_scheme`] can cut it. `expected` describes the URL's form, for the error message.
+///
+/// # Errors
+///
+/// A `url` configuration error that never repeats the URL.
+pub fn split_server_url<'a>(url: &'a str, expected: &str) -> Result<(&'a str, &'a str), Error> {
+    if url.trim().is_empty() {
+        return Err(Error::config("url", "must not be empty"));
+    }
+    split_scheme(url).ok_or_else(|| {
+        Error::config(
+            "url",
+            if url.contains("://") {
+                "holds an `@` after its host part: percent-encode `@`, `:`, `/`, `?` and `#` in \
+                 the user name and password"
+                    .to_owned()
+            } else {
+                format!("is not a URL; {expected}")
+            },
+        )
+    })
+}
+
+/// Check that `scheme` is one of `schemes` (ignoring case); `shown` is the URL as messages
+/// show it.
+///
+/// # Errors
+///
+/// A `url` configuration error naming the schemes accepted, and `scheme` if it is a
+/// [plain name](is_plain_name).
+pub fn check_scheme(
+    scheme: &str,
+    schemes: &[&str],
+    shown: &str,
+    is_plain_name: fn(&str) -> bool,
+) -> Result<(), Error> {
+    if schemes
+        .iter()
+        .any(|accepted| scheme.eq_ignore_ascii_case(accepted))
+    {
+        return Ok(());
+    }
+    let got = if is_plain_name(scheme) {
+        format!("`{scheme}`")
+    } else {
+        "something else".to_owned()
+    };
+    let accepted = schemes
+        .iter()
+        .map(|accepted| format!("`{accepted}`"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    Err(Error::config(
+        "url",
+        format!("scheme must be {accepted}, got {got} in `{shown}`"),
+    ))
+}
+
+/// The error for the URL parameter `key`, which is not one of `known`: the key is named only if
+/// it is a [plain name](is_plain_name). `config_type` names the configuration whose
+/// `connect_timeout` sets what a URL may not.
+pub fn unknown_parameter(
+    key: &str,
+    shown: &str,
+    known: &str,
+    config_type: &str,
+    is_plain_name: fn(&str) -> bool,
+) -> Error {
+    let which = if is_plain_name(key) {
+        format!("unknown parameter `{key}`")
+    } else {
+        "an unknown parameter".to_owned()
+    };
+    Error::config(
+        "url",
+        format!(
+            "{which} in `{shown}`; known: {known} (set the connect timeout with \
+             `{config_type}::connect_timeout`)"
+        ),
+    )
+}
+
+/// The `key[=value]` pairs of a URL's query, in order; empty pairs are skipped.
+pub fn query_parameters(query: Option<&str>) -> impl Iterator<Item = (&str, Option<&str>)> {
+    query
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (pair, None),
+        })
+}
+
+/// Append `query` to `shown` as messages may show it: the values of parameters other than
+/// `shown_parameters` replaced by `***`, and keys that are not a plain name too.
+pub fn push_redacted_query(
+    shown: &mut String,
+    query: Option<&str>,
+    shown_parameters: &[&str],
+    is_plain_name: fn(&str) -> bool,
+) {
+    let mut separator = '?';
+    for (key, value) in query_parameters(query) {
+        shown.push(separator);
+        separator = '&';
+        match value {
+            Some(value) if shown_parameters.contains(&key) => {
+                shown.push_str(key);
+                shown.push('=');
+                shown.push_str(value);
+            }
+            _ if is_plain_name(key) => {
+                shown.push_str(key);
+                shown.push_str("=***");
+            }
+            _ => shown.push_str("***"),
+        }
+    }
+}
+
+/// Whether `text` is a short name (at most 40 bytes) of ASCII letters, digits and the bytes of
+/// `punctuation`: safe to repeat in a message.
+pub fn is_plain_name(text: &str, punctuation: &[u8]) -> bool {
+    !text.is_empty()
+        && text.len() <= 40
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || punctuation.contains(&b))
+}
+
+/// `%XX`-decode `text` into UTF-8; `None` if it is not valid.
+pub fn decode_percent(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Decode a query value as URL parsers do (`application/x-www-form-urlencoded`: `+` is a
+/// space).
+pub fn decode_form(text: &str) -> Option<String> {
+    decode_percent(&text.replace('+', " "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_form, decode_percent, is_plain_name, query_parameters, split_scheme};
+
+    fn plain(text: &str) -> bool {
+        is_plain_name(text, b"_-.+")
+    }
+
+    #[test]
+    fn urls_with_an_at_after_the_authority_are_not_cut() {
+        assert_eq!(split_scheme("a://u:p@h/db"), Some(("a", "u:p@h/db")));
+        assert_eq!(split_scheme("a://u:p/w@h/db"), None);
+        assert_eq!(split_scheme("no scheme"), None);
+    }
+
+    #[test]
+    fn query_pairs_keep_missing_values_apart() {
+        let pairs: Vec<_> = query_parameters(Some("a=1&&b&c=")).collect();
+        assert_eq!(pairs, [("a", Some("1")), ("b", None), ("c", Some(""))]);
+    }
+
+    #[test]
+    fn percent_and_form_decoding() {
+        assert_eq!(decode_percent("a%20b+c").as_deref(), Some("a b+c"));
+        assert_eq!(decode_form("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(decode_percent("%zz"), None);
+        assert_eq!(decode_percent("%ff"), None);
+    }
+
+    #[test]
+    fn plain_names_are_short_and_tame() {
+        assert!(plain("ssl-mode"));
+        assert!(!plain(""));
+        assert!(!plain("p@ss"));
+        assert!(!plain(&"x".repeat(41)));
+    }
+}

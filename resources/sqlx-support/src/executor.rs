@@ -4,8 +4,8 @@
 //!
 //! The functions here are generic over the [`Driver`]; the `Executor` impls themselves must be
 //! written in each database crate, for its own types (sqlx's `Executor` is a foreign trait, and
-//! an impl for `&mut T` of any `T` would break the orphan rule), so [`impl_watched_executor!`]
-//! writes their forwarding methods.
+//! an impl for `&mut T` of any `T` would break the orphan rule), so
+//! [`impl_watched_executor!`](crate::impl_watched_executor) writes their forwarding methods.
 //!
 //! The wrappers add one small allocation per statement and a scan of the SQL text; nothing is
 //! sent that the caller did not ask for.

@@ -6,7 +6,10 @@ mod connection;
 mod driver;
 pub mod executor;
 pub mod lex;
+pub mod resource;
 mod session;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transaction;
 
 pub use crate::connection::WatchedConnection;
