@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use nebula_resource::{Config, Error, Secret, redact_url};
 use nebula_resource_sqlx::config::{
-    check_scheme, decode_form, decode_percent, push_redacted_query, query_parameters, split_scheme,
-    split_server_url, unknown_parameter,
+    check_address, check_password, check_path_given, check_scheme, check_timeout, decode_form,
+    decode_percent, push_redacted_query, query_parameters, split_scheme, split_server_url,
+    unknown_parameter,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 
@@ -394,76 +395,31 @@ impl MySqlConfig {
 
 impl Config for MySqlConfig {
     fn validate(&self) -> Result<(), Error> {
-        match (&self.url, &self.host) {
-            (Some(url), _) => {
-                parse_url(url.expose())?;
-            }
-            (None, None) => {
-                return Err(Error::config(
-                    "url",
-                    "no server given: use `MySqlConfig::new(url)` or `MySqlConfig::from_host(host)`",
-                ));
-            }
-            (None, Some(_)) => {}
-        }
-        if let Some(host) = &self.host {
-            if host.is_empty() {
-                return Err(Error::config("host", "must not be empty"));
-            }
-            if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::config(
-                    "host",
-                    "must not contain whitespace or control characters",
-                ));
-            }
-        }
-        if self.port == Some(0) {
-            return Err(Error::config("port", "must be in 1..=65535 (got 0)"));
-        }
-        if self
-            .socket
-            .as_ref()
-            .is_some_and(|path| path.as_os_str().is_empty())
-        {
-            return Err(Error::config("socket", "must not be empty"));
-        }
+        check_address(
+            self.url.as_ref(),
+            self.host.as_deref(),
+            self.port,
+            "MySqlConfig",
+            |url| parse_url(url).map(drop),
+        )?;
+        check_path_given("socket", self.socket.as_deref())?;
         if let Some(username) = &self.username {
             check("username", username_rule(username))?;
         }
         if let Some(database) = &self.database {
             check("database", database_rule(database))?;
         }
-        if let Some(password) = &self.password
-            && password.expose().contains('\0')
-        {
-            // Never echo the value: it is the password.
-            return Err(Error::config("password", "must not contain a NUL byte"));
-        }
-        if self.connect_timeout.is_zero() {
-            return Err(Error::config(
-                "connect_timeout",
-                "must be greater than zero",
-            ));
-        }
-        if self.connect_timeout > MAX_CONNECT_TIMEOUT {
-            return Err(Error::config(
-                "connect_timeout",
-                format!(
-                    "must be at most {MAX_CONNECT_TIMEOUT:?} (got {:?})",
-                    self.connect_timeout
-                ),
-            ));
-        }
+        check_password(self.password.as_ref())?;
+        check_timeout(
+            "connect_timeout",
+            self.connect_timeout,
+            MAX_CONNECT_TIMEOUT,
+            "must be greater than zero",
+        )?;
         if let Some(capacity) = self.statement_cache_capacity {
             check("statement_cache_capacity", cache_capacity_rule(capacity))?;
         }
-        if self
-            .ssl_ca
-            .as_ref()
-            .is_some_and(|path| path.as_os_str().is_empty())
-        {
-            return Err(Error::config("ssl_ca", "must not be empty"));
-        }
+        check_path_given("ssl_ca", self.ssl_ca.as_deref())?;
         if let Some(charset) = &self.charset {
             check("charset", sql_name_rule(charset))?;
         }

@@ -2,6 +2,7 @@
 //! out again — the way HikariCP evicts a connection on a fatal SQLSTATE, with MySQL's and
 //! MariaDB's own set of fatal error numbers.
 
+use nebula_resource_sqlx::fatal::is_connection_lost;
 use sqlx::mysql::MySqlDatabaseError;
 
 /// Whether `err` means the connection it came from is unusable: the pool must destroy it.
@@ -32,10 +33,6 @@ use sqlx::mysql::MySqlDatabaseError;
 /// ```
 pub fn is_fatal(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => match db.try_downcast_ref::<MySqlDatabaseError>() {
             Some(mysql) => {
                 (is_fatal_error_number(mysql.number())
@@ -44,7 +41,7 @@ pub fn is_fatal(err: &sqlx::Error) -> bool {
             }
             None => db.code().is_some_and(|code| is_fatal_sqlstate(&code)),
         },
-        _ => false,
+        _ => is_connection_lost(err),
     }
 }
 
@@ -168,25 +165,8 @@ mod tests {
     }
 
     #[test]
-    fn transport_errors_are_fatal() {
-        let io = |kind| sqlx::Error::Io(std::io::Error::new(kind, "transport"));
-        assert!(is_fatal(&io(std::io::ErrorKind::UnexpectedEof)));
-        assert!(is_fatal(&io(std::io::ErrorKind::ConnectionReset)));
-        assert!(is_fatal(&io(std::io::ErrorKind::BrokenPipe)));
-        assert!(is_fatal(&sqlx::Error::Tls("handshake failed".into())));
-        assert!(is_fatal(&sqlx::Error::Protocol(
-            "packets out of order".to_owned()
-        )));
+    fn lost_connections_are_fatal_and_client_side_errors_are_not() {
         assert!(is_fatal(&sqlx::Error::WorkerCrashed));
-    }
-
-    #[test]
-    fn client_side_errors_are_not_fatal() {
         assert!(!is_fatal(&sqlx::Error::RowNotFound));
-        assert!(!is_fatal(&sqlx::Error::ColumnNotFound("id".to_owned())));
-        assert!(!is_fatal(&sqlx::Error::Decode("bad utf-8".into())));
-        assert!(!is_fatal(&sqlx::Error::Encode("too long".into())));
-        assert!(!is_fatal(&sqlx::Error::PoolTimedOut));
-        assert!(!is_fatal(&sqlx::Error::BeginFailed));
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use nebula_resource::{Config, Error, Secret, redact_url};
 use nebula_resource_sqlx::config::{
-    check_scheme, push_redacted_query, query_parameters, split_scheme, split_server_url,
-    unknown_parameter,
+    check_address, check_password, check_path_given, check_scheme, check_timeout,
+    push_redacted_query, query_parameters, split_scheme, split_server_url, unknown_parameter,
 };
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
@@ -353,45 +353,20 @@ impl PostgresConfig {
 
 impl Config for PostgresConfig {
     fn validate(&self) -> Result<(), Error> {
-        match (&self.url, &self.host) {
-            (Some(url), _) => {
-                parse_url(url.expose())?;
-            }
-            (None, None) => {
-                return Err(Error::config(
-                    "url",
-                    "no server given: use `PostgresConfig::new(url)` or \
-                     `PostgresConfig::from_host(host)`",
-                ));
-            }
-            (None, Some(_)) => {}
-        }
-        if let Some(host) = &self.host {
-            if host.is_empty() {
-                return Err(Error::config("host", "must not be empty"));
-            }
-            if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::config(
-                    "host",
-                    "must not contain whitespace or control characters",
-                ));
-            }
-        }
-        if self.port == Some(0) {
-            return Err(Error::config("port", "must be in 1..=65535 (got 0)"));
-        }
+        check_address(
+            self.url.as_ref(),
+            self.host.as_deref(),
+            self.port,
+            "PostgresConfig",
+            |url| parse_url(url).map(drop),
+        )?;
         if let Some(username) = &self.username {
             check_identifier("username", username)?;
         }
         if let Some(database) = &self.database {
             check_identifier("database", database)?;
         }
-        if let Some(password) = &self.password
-            && password.expose().contains('\0')
-        {
-            // Never echo the value: it is the password.
-            return Err(Error::config("password", "must not contain a NUL byte"));
-        }
+        check_password(self.password.as_ref())?;
         if let Some(name) = &self.application_name {
             if name.len() > MAX_IDENTIFIER_LEN {
                 return Err(Error::config(
@@ -410,21 +385,12 @@ impl Config for PostgresConfig {
                 ));
             }
         }
-        if self.connect_timeout.is_zero() {
-            return Err(Error::config(
-                "connect_timeout",
-                "must be greater than zero",
-            ));
-        }
-        if self.connect_timeout > MAX_CONNECT_TIMEOUT {
-            return Err(Error::config(
-                "connect_timeout",
-                format!(
-                    "must be at most {MAX_CONNECT_TIMEOUT:?} (got {:?})",
-                    self.connect_timeout
-                ),
-            ));
-        }
+        check_timeout(
+            "connect_timeout",
+            self.connect_timeout,
+            MAX_CONNECT_TIMEOUT,
+            "must be greater than zero",
+        )?;
         if let Some(capacity) = self.statement_cache_capacity
             && capacity > MAX_STATEMENT_CACHE_CAPACITY
         {
@@ -433,13 +399,7 @@ impl Config for PostgresConfig {
                 format!("must be at most {MAX_STATEMENT_CACHE_CAPACITY} (got {capacity})"),
             ));
         }
-        if self
-            .tls_root_cert
-            .as_ref()
-            .is_some_and(|path| path.as_os_str().is_empty())
-        {
-            return Err(Error::config("tls_root_cert", "must not be empty"));
-        }
+        check_path_given("tls_root_cert", self.tls_root_cert.as_deref())?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Which driver errors leave a connection unusable, so the pool destroys it instead of handing it
 //! out again — the way HikariCP evicts a connection on a fatal SQLSTATE.
 
+use nebula_resource_sqlx::fatal::is_connection_lost;
 use sqlx::postgres::{PgDatabaseError, PgSeverity};
 
 /// Whether `err` means the connection it came from is unusable: the pool must destroy it.
@@ -31,10 +32,6 @@ use sqlx::postgres::{PgDatabaseError, PgSeverity};
 /// ```
 pub fn is_fatal(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
             Some(pg) => {
                 matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)
@@ -42,7 +39,7 @@ pub fn is_fatal(err: &sqlx::Error) -> bool {
             }
             None => db.code().is_some_and(|code| is_fatal_sqlstate(&code)),
         },
-        _ => false,
+        _ => is_connection_lost(err),
     }
 }
 
@@ -95,26 +92,9 @@ mod tests {
     }
 
     #[test]
-    fn transport_errors_are_fatal() {
-        let io = |kind| sqlx::Error::Io(std::io::Error::new(kind, "transport"));
-        assert!(is_fatal(&io(std::io::ErrorKind::UnexpectedEof)));
-        assert!(is_fatal(&io(std::io::ErrorKind::ConnectionReset)));
-        assert!(is_fatal(&io(std::io::ErrorKind::BrokenPipe)));
-        assert!(is_fatal(&sqlx::Error::Tls("handshake failed".into())));
-        assert!(is_fatal(&sqlx::Error::Protocol(
-            "unexpected message".to_owned()
-        )));
+    fn lost_connections_are_fatal_and_client_side_errors_are_not() {
         assert!(is_fatal(&sqlx::Error::WorkerCrashed));
-    }
-
-    #[test]
-    fn client_side_errors_are_not_fatal() {
         assert!(!is_fatal(&sqlx::Error::RowNotFound));
-        assert!(!is_fatal(&sqlx::Error::ColumnNotFound("id".to_owned())));
-        assert!(!is_fatal(&sqlx::Error::Decode("bad utf-8".into())));
-        assert!(!is_fatal(&sqlx::Error::Encode("too long".into())));
-        assert!(!is_fatal(&sqlx::Error::PoolTimedOut));
-        assert!(!is_fatal(&sqlx::Error::BeginFailed));
     }
 
     #[test]

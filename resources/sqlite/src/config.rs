@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nebula_resource::{Config, Error, redact_url};
-use nebula_resource_sqlx::config::{decode_percent, query_parameters};
+use nebula_resource_sqlx::config::{check_timeout, decode_percent, query_parameters};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use crate::memory::MemoryDatabase;
@@ -295,22 +295,13 @@ impl Config for SqliteConfig {
                 }
             }
         }
-        if self.busy_timeout.is_zero() {
-            return Err(Error::config(
-                "busy_timeout",
-                "must be greater than zero (a zero timeout fails every statement that meets a \
-                 lock at once)",
-            ));
-        }
-        if self.busy_timeout > MAX_BUSY_TIMEOUT {
-            return Err(Error::config(
-                "busy_timeout",
-                format!(
-                    "must be at most {MAX_BUSY_TIMEOUT:?} (got {:?})",
-                    self.busy_timeout
-                ),
-            ));
-        }
+        check_timeout(
+            "busy_timeout",
+            self.busy_timeout,
+            MAX_BUSY_TIMEOUT,
+            "must be greater than zero (a zero timeout fails every statement that meets a lock \
+             at once)",
+        )?;
         if self.statement_cache_capacity == 0
             || self.statement_cache_capacity > MAX_STATEMENT_CACHE_CAPACITY
         {

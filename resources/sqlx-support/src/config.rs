@@ -1,8 +1,103 @@
-//! Configuration helpers shared by the database crates: cutting a connection URL where a URL
-//! parser cuts it, decoding its parts, and showing it in messages without its password or any
-//! parameter value that might be a secret.
+//! Configuration helpers shared by the database crates: the checks their configurations have
+//! in common, cutting a connection URL where a URL parser cuts it, decoding its parts, and
+//! showing it in messages without its password or any parameter value that might be a secret.
 
-use nebula_resource::Error;
+use std::path::Path;
+use std::time::Duration;
+
+use nebula_resource::{Error, Secret};
+
+/// The checks of where a server configuration connects, in this order: a URL (checked by
+/// `parse_url`) or a host is given; a host is not empty and holds no whitespace or control
+/// characters; a port is not 0. `config_type` names the configuration in the message for a
+/// missing server.
+///
+/// # Errors
+///
+/// The configuration error of the first check that fails.
+pub fn check_address(
+    url: Option<&Secret>,
+    host: Option<&str>,
+    port: Option<u16>,
+    config_type: &str,
+    parse_url: impl FnOnce(&str) -> Result<(), Error>,
+) -> Result<(), Error> {
+    match (url, host) {
+        (Some(url), _) => parse_url(url.expose())?,
+        (None, None) => {
+            return Err(Error::config(
+                "url",
+                format!(
+                    "no server given: use `{config_type}::new(url)` or \
+                     `{config_type}::from_host(host)`"
+                ),
+            ));
+        }
+        (None, Some(_)) => {}
+    }
+    if let Some(host) = host {
+        if host.is_empty() {
+            return Err(Error::config("host", "must not be empty"));
+        }
+        if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::config(
+                "host",
+                "must not contain whitespace or control characters",
+            ));
+        }
+    }
+    if port == Some(0) {
+        return Err(Error::config("port", "must be in 1..=65535 (got 0)"));
+    }
+    Ok(())
+}
+
+/// A password must not hold a NUL byte.
+///
+/// # Errors
+///
+/// A `password` configuration error, which never echoes the value.
+pub fn check_password(password: Option<&Secret>) -> Result<(), Error> {
+    if password.is_some_and(|password| password.expose().contains('\0')) {
+        return Err(Error::config("password", "must not contain a NUL byte"));
+    }
+    Ok(())
+}
+
+/// A timeout must be greater than zero (`zero` says why, if it is) and at most `max`.
+///
+/// # Errors
+///
+/// A configuration error for `field`.
+pub fn check_timeout(
+    field: &'static str,
+    timeout: Duration,
+    max: Duration,
+    zero: &str,
+) -> Result<(), Error> {
+    if timeout.is_zero() {
+        return Err(Error::config(field, zero));
+    }
+    if timeout > max {
+        return Err(Error::config(
+            field,
+            format!("must be at most {max:?} (got {timeout:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// A path, if given, must not be empty.
+///
+/// # Errors
+///
+/// A configuration error for `field`.
+pub fn check_path_given(field: &'static str, path: Option<&Path>) -> Result<(), Error> {
+    if path.is_some_and(|path| path.as_os_str().is_empty()) {
+        return Err(Error::config(field, "must not be empty"));
+    }
+    Ok(())
+}
 
 /// `url` cut after its `scheme://`: the scheme and the rest.
 ///

@@ -5,6 +5,7 @@ pub mod config;
 mod connection;
 mod driver;
 pub mod executor;
+pub mod fatal;
 pub mod lex;
 pub mod resource;
 mod session;
