@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use nebula_resource::{Config, Error, Secret, redact_url};
 use nebula_resource_sqlx::config::{
-    check_address, check_password, check_path_given, check_scheme, check_timeout, decode_form,
-    decode_percent, push_redacted_query, query_parameters, split_scheme, split_server_url,
-    unknown_parameter,
+    ServerTarget, check_address, check_password, check_path_given, check_scheme, check_timeout,
+    decode_form, decode_percent, push_redacted_query, query_parameters, split_scheme,
+    split_server_url, unknown_parameter,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 
@@ -684,48 +684,17 @@ impl fmt::Display for MySqlConfig {
     /// Where the configuration connects to, never with the password: the URL (password
     /// replaced by `***`) or `mysql://user@host:port/database`, then any parts set over it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.url {
-            Some(url) => {
-                f.write_str(&display_url(url.expose()))?;
-                let mut overrides = Vec::new();
-                if let Some(host) = &self.host {
-                    overrides.push(format!("host `{host}`"));
-                }
-                if let Some(port) = self.port {
-                    overrides.push(format!("port {port}"));
-                }
-                if let Some(socket) = &self.socket {
-                    overrides.push(format!("socket `{}`", socket.display()));
-                }
-                if let Some(username) = &self.username {
-                    overrides.push(format!("user `{username}`"));
-                }
-                if let Some(database) = &self.database {
-                    overrides.push(format!("database `{database}`"));
-                }
-                if !overrides.is_empty() {
-                    write!(f, " with {}", overrides.join(", "))?;
-                }
-                Ok(())
-            }
-            None => {
-                f.write_str("mysql://")?;
-                if let Some(username) = &self.username {
-                    write!(f, "{username}@")?;
-                }
-                f.write_str(self.host.as_deref().unwrap_or(""))?;
-                if let Some(port) = self.port {
-                    write!(f, ":{port}")?;
-                }
-                if let Some(database) = &self.database {
-                    write!(f, "/{database}")?;
-                }
-                if let Some(socket) = &self.socket {
-                    write!(f, " (socket `{}`)", socket.display())?;
-                }
-                Ok(())
-            }
-        }
+        let shown_url = self.url.as_ref().map(|url| display_url(url.expose()));
+        let target = ServerTarget {
+            scheme: "mysql",
+            shown_url: shown_url.as_deref(),
+            host: self.host.as_deref(),
+            port: self.port,
+            socket: self.socket.as_deref(),
+            username: self.username.as_deref(),
+            database: self.database.as_deref(),
+        };
+        fmt::Display::fmt(&target, f)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nebula_resource::{Config, Error, Secret, redact_url};
 use nebula_resource_sqlx::config::{
-    check_address, check_password, check_path_given, check_scheme, check_timeout,
+    ServerTarget, check_address, check_password, check_path_given, check_scheme, check_timeout,
     push_redacted_query, query_parameters, split_scheme, split_server_url, unknown_parameter,
 };
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
@@ -519,42 +519,17 @@ impl fmt::Display for PostgresConfig {
     /// Where the configuration connects to, never with the password: the URL (password
     /// replaced by `***`) or `postgres://user@host:port/database`, then any parts set over it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.url {
-            Some(url) => {
-                f.write_str(&display_url(url.expose()))?;
-                let mut overrides = Vec::new();
-                if let Some(host) = &self.host {
-                    overrides.push(format!("host `{host}`"));
-                }
-                if let Some(port) = self.port {
-                    overrides.push(format!("port {port}"));
-                }
-                if let Some(username) = &self.username {
-                    overrides.push(format!("user `{username}`"));
-                }
-                if let Some(database) = &self.database {
-                    overrides.push(format!("database `{database}`"));
-                }
-                if !overrides.is_empty() {
-                    write!(f, " with {}", overrides.join(", "))?;
-                }
-                Ok(())
-            }
-            None => {
-                f.write_str("postgres://")?;
-                if let Some(username) = &self.username {
-                    write!(f, "{username}@")?;
-                }
-                f.write_str(self.host.as_deref().unwrap_or(""))?;
-                if let Some(port) = self.port {
-                    write!(f, ":{port}")?;
-                }
-                if let Some(database) = &self.database {
-                    write!(f, "/{database}")?;
-                }
-                Ok(())
-            }
-        }
+        let shown_url = self.url.as_ref().map(|url| display_url(url.expose()));
+        let target = ServerTarget {
+            scheme: "postgres",
+            shown_url: shown_url.as_deref(),
+            host: self.host.as_deref(),
+            port: self.port,
+            socket: None,
+            username: self.username.as_deref(),
+            database: self.database.as_deref(),
+        };
+        fmt::Display::fmt(&target, f)
     }
 }
 

@@ -2,6 +2,7 @@
 //! in common, cutting a connection URL where a URL parser cuts it, decoding its parts, and
 //! showing it in messages without its password or any parameter value that might be a secret.
 
+use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -97,6 +98,70 @@ pub fn check_path_given(field: &'static str, path: Option<&Path>) -> Result<(), 
         return Err(Error::config(field, "must not be empty"));
     }
     Ok(())
+}
+
+/// Where a server configuration connects, as its `Display` shows it (never with the password):
+/// the URL as messages may show it, then the parts set over it; or, with no URL,
+/// `scheme://user@host:port/database` and the socket.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerTarget<'a> {
+    /// The scheme shown when there is no URL.
+    pub scheme: &'a str,
+    /// The URL, already redacted for display.
+    pub shown_url: Option<&'a str>,
+    /// The host set over the URL, or the host.
+    pub host: Option<&'a str>,
+    /// The port set over the URL, or the port.
+    pub port: Option<u16>,
+    /// The Unix socket, for the databases that have one.
+    pub socket: Option<&'a Path>,
+    /// The user name set over the URL, or the user name.
+    pub username: Option<&'a str>,
+    /// The database set over the URL, or the database.
+    pub database: Option<&'a str>,
+}
+
+impl fmt::Display for ServerTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(url) = self.shown_url {
+            f.write_str(url)?;
+            let mut overrides = Vec::new();
+            if let Some(host) = self.host {
+                overrides.push(format!("host `{host}`"));
+            }
+            if let Some(port) = self.port {
+                overrides.push(format!("port {port}"));
+            }
+            if let Some(socket) = self.socket {
+                overrides.push(format!("socket `{}`", socket.display()));
+            }
+            if let Some(username) = self.username {
+                overrides.push(format!("user `{username}`"));
+            }
+            if let Some(database) = self.database {
+                overrides.push(format!("database `{database}`"));
+            }
+            if !overrides.is_empty() {
+                write!(f, " with {}", overrides.join(", "))?;
+            }
+            return Ok(());
+        }
+        write!(f, "{}://", self.scheme)?;
+        if let Some(username) = self.username {
+            write!(f, "{username}@")?;
+        }
+        f.write_str(self.host.unwrap_or(""))?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        if let Some(database) = self.database {
+            write!(f, "/{database}")?;
+        }
+        if let Some(socket) = self.socket {
+            write!(f, " (socket `{}`)", socket.display())?;
+        }
+        Ok(())
+    }
 }
 
 /// `url` cut after its `scheme://`: the scheme and the rest.
