@@ -7,6 +7,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nebula_resource::{Config, Error, Secret, redact_url};
+use nebula_resource_sqlx::config::{
+    ServerTarget, check_address, check_password, check_path_given, check_scheme, check_timeout,
+    decode_form, decode_percent, push_redacted_query, query_parameters, split_scheme,
+    split_server_url, unknown_parameter,
+};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 
 /// Default [`MySqlConfig::connect_timeout`].
@@ -390,76 +395,31 @@ impl MySqlConfig {
 
 impl Config for MySqlConfig {
     fn validate(&self) -> Result<(), Error> {
-        match (&self.url, &self.host) {
-            (Some(url), _) => {
-                parse_url(url.expose())?;
-            }
-            (None, None) => {
-                return Err(Error::config(
-                    "url",
-                    "no server given: use `MySqlConfig::new(url)` or `MySqlConfig::from_host(host)`",
-                ));
-            }
-            (None, Some(_)) => {}
-        }
-        if let Some(host) = &self.host {
-            if host.is_empty() {
-                return Err(Error::config("host", "must not be empty"));
-            }
-            if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::config(
-                    "host",
-                    "must not contain whitespace or control characters",
-                ));
-            }
-        }
-        if self.port == Some(0) {
-            return Err(Error::config("port", "must be in 1..=65535 (got 0)"));
-        }
-        if self
-            .socket
-            .as_ref()
-            .is_some_and(|path| path.as_os_str().is_empty())
-        {
-            return Err(Error::config("socket", "must not be empty"));
-        }
+        check_address(
+            self.url.as_ref(),
+            self.host.as_deref(),
+            self.port,
+            "MySqlConfig",
+            |url| parse_url(url).map(drop),
+        )?;
+        check_path_given("socket", self.socket.as_deref())?;
         if let Some(username) = &self.username {
             check("username", username_rule(username))?;
         }
         if let Some(database) = &self.database {
             check("database", database_rule(database))?;
         }
-        if let Some(password) = &self.password
-            && password.expose().contains('\0')
-        {
-            // Never echo the value: it is the password.
-            return Err(Error::config("password", "must not contain a NUL byte"));
-        }
-        if self.connect_timeout.is_zero() {
-            return Err(Error::config(
-                "connect_timeout",
-                "must be greater than zero",
-            ));
-        }
-        if self.connect_timeout > MAX_CONNECT_TIMEOUT {
-            return Err(Error::config(
-                "connect_timeout",
-                format!(
-                    "must be at most {MAX_CONNECT_TIMEOUT:?} (got {:?})",
-                    self.connect_timeout
-                ),
-            ));
-        }
+        check_password(self.password.as_ref())?;
+        check_timeout(
+            "connect_timeout",
+            self.connect_timeout,
+            MAX_CONNECT_TIMEOUT,
+            "must be greater than zero",
+        )?;
         if let Some(capacity) = self.statement_cache_capacity {
             check("statement_cache_capacity", cache_capacity_rule(capacity))?;
         }
-        if self
-            .ssl_ca
-            .as_ref()
-            .is_some_and(|path| path.as_os_str().is_empty())
-        {
-            return Err(Error::config("ssl_ca", "must not be empty"));
-        }
+        check_path_given("ssl_ca", self.ssl_ca.as_deref())?;
         if let Some(charset) = &self.charset {
             check("charset", sql_name_rule(charset))?;
         }
@@ -569,53 +529,21 @@ fn check(field: &'static str, rule: Result<(), String>) -> Result<(), Error> {
 fn parse_url(url: &str) -> Result<MySqlConnectOptions, Error> {
     const EXPECTED: &str =
         "expected `mysql://[user[:password]@]host[:port][/database][?param=value&...]`";
-    if url.trim().is_empty() {
-        return Err(Error::config("url", "must not be empty"));
-    }
-    let Some(parts) = UrlParts::split(url) else {
-        return Err(Error::config(
-            "url",
-            if url.contains("://") {
-                "holds an `@` after its host part: percent-encode `@`, `:`, `/`, `?` and `#` in \
-                 the user name and password"
-                    .to_owned()
-            } else {
-                format!("is not a URL; {EXPECTED}")
-            },
-        ));
-    };
-    if !["mysql", "mariadb"]
-        .iter()
-        .any(|scheme| parts.scheme.eq_ignore_ascii_case(scheme))
-    {
-        let got = if is_plain_name(parts.scheme) {
-            format!("`{}`", parts.scheme)
-        } else {
-            "something else".to_owned()
-        };
-        return Err(Error::config(
-            "url",
-            format!(
-                "scheme must be `mysql` or `mariadb`, got {got} in `{}`",
-                parts.display()
-            ),
-        ));
-    }
+    let parts = UrlParts::new(split_server_url(url, EXPECTED)?);
+    check_scheme(
+        parts.scheme,
+        &["mysql", "mariadb"],
+        &parts.display(),
+        is_plain_name,
+    )?;
     for (key, value) in parts.parameters() {
         if !URL_PARAMETERS.contains(&key) {
-            let which = if is_plain_name(key) {
-                format!("unknown parameter `{key}`")
-            } else {
-                "an unknown parameter".to_owned()
-            };
-            return Err(Error::config(
-                "url",
-                format!(
-                    "{which} in `{}`; known: {} (set the connect timeout with \
-                     `MySqlConfig::connect_timeout`)",
-                    parts.display(),
-                    URL_PARAMETERS.join(", ")
-                ),
+            return Err(unknown_parameter(
+                key,
+                &parts.display(),
+                &URL_PARAMETERS.join(", "),
+                "MySqlConfig",
+                is_plain_name,
             ));
         }
         let Some(value) = value.and_then(decode_form) else {
@@ -683,35 +611,7 @@ fn parameter_rule(key: &str, value: &str) -> Result<(), String> {
 
 /// A short name made of ASCII letters, digits and `_-.+`: safe to repeat in a message.
 fn is_plain_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 40
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.+".contains(&b))
-}
-
-/// `%XX`-decode `text` into UTF-8; `None` if it is not valid.
-fn decode_percent(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Decode a query value as URL parsers do (`application/x-www-form-urlencoded`: `+` is a
-/// space).
-fn decode_form(text: &str) -> Option<String> {
-    decode_percent(&text.replace('+', " "))
+    nebula_resource_sqlx::config::is_plain_name(text, b"_-.+")
 }
 
 /// A connection URL cut where a URL parser cuts it, for checks and display.
@@ -725,27 +625,21 @@ struct UrlParts<'a> {
 }
 
 impl<'a> UrlParts<'a> {
-    /// `None` if `url` has no `scheme://`, or holds an `@` after its authority — a password with
-    /// an unencoded `/`, `?` or `#` in it, whose tail a parser would take for the host, path or
-    /// query. Such a URL is never shown.
-    fn split(url: &'a str) -> Option<Self> {
-        let (scheme, rest) = url.split_once("://")?;
+    /// The parts of a URL cut by [`split_scheme`].
+    fn new((scheme, rest): (&'a str, &'a str)) -> Self {
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if rest[authority_end..].contains('@') {
-            return None;
-        }
         let (authority, rest) = rest.split_at(authority_end);
         let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
         let (path, query) = match rest.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (rest, None),
         };
-        Some(Self {
+        Self {
             scheme,
             authority,
             path: path.strip_prefix('/').unwrap_or(path),
             query,
-        })
+        }
     }
 
     fn username(&self) -> Option<&'a str> {
@@ -759,14 +653,7 @@ impl<'a> UrlParts<'a> {
     }
 
     fn parameters(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
-        self.query
-            .into_iter()
-            .flat_map(|query| query.split('&'))
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((key, value)) => (key, Some(value)),
-                None => (pair, None),
-            })
+        query_parameters(self.query)
     }
 
     /// The URL with the password replaced by `***`, and the values of parameters other than a
@@ -779,23 +666,7 @@ impl<'a> UrlParts<'a> {
         if self.path.is_empty() {
             shown.pop();
         }
-        let mut separator = '?';
-        for (key, value) in self.parameters() {
-            shown.push(separator);
-            separator = '&';
-            match value {
-                Some(value) if SHOWN_PARAMETERS.contains(&key) => {
-                    shown.push_str(key);
-                    shown.push('=');
-                    shown.push_str(value);
-                }
-                _ if is_plain_name(key) => {
-                    shown.push_str(key);
-                    shown.push_str("=***");
-                }
-                _ => shown.push_str("***"),
-            }
-        }
+        push_redacted_query(&mut shown, self.query, SHOWN_PARAMETERS, is_plain_name);
         shown
     }
 }
@@ -803,8 +674,8 @@ impl<'a> UrlParts<'a> {
 /// The URL as messages may show it: the password and secret-looking parts replaced by `***`, or
 /// a placeholder for a URL too malformed to cut safely.
 fn display_url(url: &str) -> String {
-    match UrlParts::split(url) {
-        Some(parts) => parts.display(),
+    match split_scheme(url) {
+        Some(parts) => UrlParts::new(parts).display(),
         None => "[malformed URL, not shown]".to_owned(),
     }
 }
@@ -813,48 +684,17 @@ impl fmt::Display for MySqlConfig {
     /// Where the configuration connects to, never with the password: the URL (password
     /// replaced by `***`) or `mysql://user@host:port/database`, then any parts set over it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.url {
-            Some(url) => {
-                f.write_str(&display_url(url.expose()))?;
-                let mut overrides = Vec::new();
-                if let Some(host) = &self.host {
-                    overrides.push(format!("host `{host}`"));
-                }
-                if let Some(port) = self.port {
-                    overrides.push(format!("port {port}"));
-                }
-                if let Some(socket) = &self.socket {
-                    overrides.push(format!("socket `{}`", socket.display()));
-                }
-                if let Some(username) = &self.username {
-                    overrides.push(format!("user `{username}`"));
-                }
-                if let Some(database) = &self.database {
-                    overrides.push(format!("database `{database}`"));
-                }
-                if !overrides.is_empty() {
-                    write!(f, " with {}", overrides.join(", "))?;
-                }
-                Ok(())
-            }
-            None => {
-                f.write_str("mysql://")?;
-                if let Some(username) = &self.username {
-                    write!(f, "{username}@")?;
-                }
-                f.write_str(self.host.as_deref().unwrap_or(""))?;
-                if let Some(port) = self.port {
-                    write!(f, ":{port}")?;
-                }
-                if let Some(database) = &self.database {
-                    write!(f, "/{database}")?;
-                }
-                if let Some(socket) = &self.socket {
-                    write!(f, " (socket `{}`)", socket.display())?;
-                }
-                Ok(())
-            }
-        }
+        let shown_url = self.url.as_ref().map(|url| display_url(url.expose()));
+        let target = ServerTarget {
+            scheme: "mysql",
+            shown_url: shown_url.as_deref(),
+            host: self.host.as_deref(),
+            port: self.port,
+            socket: self.socket.as_deref(),
+            username: self.username.as_deref(),
+            database: self.database.as_deref(),
+        };
+        fmt::Display::fmt(&target, f)
     }
 }
 

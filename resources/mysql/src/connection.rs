@@ -7,6 +7,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use nebula_resource::Error;
+use nebula_resource_sqlx::{Driver, WatchedConnection};
 use sqlx::{Connection, SqlSafeStr};
 
 use crate::config::OnSessionChange;
@@ -25,47 +26,23 @@ const ROLLBACK: &str = "ROLLBACK";
 /// `FLUSH TABLES WITH READ LOCK`), and named locks taken with `GET_LOCK`.
 const KEEP_RESET: &str = "ROLLBACK; UNLOCK TABLES; DO RELEASE_ALL_LOCKS()";
 
+/// MySQL's rules for the shared statement watching: its classifier and its fatal errors.
+pub(crate) struct Dialect;
+
+impl Driver for Dialect {
+    type Database = sqlx::MySql;
+
+    fn effect_of(sql: &str) -> Effect {
+        effect_of(sql)
+    }
+
+    fn is_fatal(err: &sqlx::Error) -> bool {
+        is_fatal(err)
+    }
+}
+
 /// What the pool knows about a connection's session from the operations it has seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Session {
-    /// A fatal error was seen: the connection is unusable.
-    pub(crate) broken: bool,
-    /// An operation is in flight. Still set after it, the operation was cut off half-way: its
-    /// reply may still be on the wire, and what it did is unknown.
-    pub(crate) busy: bool,
-    /// A transaction may be open: transaction control ran outside [`MySqlTransaction`].
-    pub(crate) transaction: bool,
-    /// The session may differ from a fresh one beyond its transaction.
-    pub(crate) changed: bool,
-    /// [`MySqlTransaction`]s begun and not yet committed or rolled back. One dropped unfinished
-    /// stays counted: sqlx queued its `ROLLBACK`, which the release sends.
-    pub(crate) open_transactions: usize,
-}
-
-impl Session {
-    /// An operation with `effect` starts.
-    pub(crate) fn start(&mut self, effect: Effect) {
-        self.busy = true;
-        match effect {
-            Effect::Contained => {}
-            Effect::Transaction => self.transaction = true,
-            Effect::Session => self.changed = true,
-        }
-    }
-
-    /// The operation started last finished with `error`, if any.
-    pub(crate) fn finish(&mut self, error: Option<&sqlx::Error>) {
-        self.busy = false;
-        if error.is_some_and(is_fatal) {
-            self.broken = true;
-        }
-    }
-
-    /// Whether a `ROLLBACK` is needed before the connection is reused.
-    fn needs_rollback(&self) -> bool {
-        self.transaction || self.busy || self.open_transactions > 0
-    }
-}
+pub(crate) type Session = nebula_resource_sqlx::Session<Dialect>;
 
 /// A pooled MySQL or MariaDB connection: what a [`Guard<MySql>`](nebula_resource::Guard) derefs
 /// to.
@@ -117,23 +94,21 @@ impl Session {
 /// (`&mut **guard`) counts as a session change: it works, and the connection is then retired
 /// (or reset, with [`OnSessionChange::Keep`](crate::OnSessionChange::Keep)) on release.
 pub struct MySqlConnection {
-    conn: sqlx::mysql::MySqlConnection,
-    session: Session,
+    inner: WatchedConnection<Dialect>,
     policy: OnSessionChange,
 }
 
 impl MySqlConnection {
     pub(crate) fn new(conn: sqlx::mysql::MySqlConnection, policy: OnSessionChange) -> Self {
         Self {
-            conn,
-            session: Session::default(),
+            inner: WatchedConnection::new(conn),
             policy,
         }
     }
 
     /// The raw connection and the session record, borrowed apart.
     pub(crate) fn parts(&mut self) -> (&mut sqlx::mysql::MySqlConnection, &mut Session) {
-        (&mut self.conn, &mut self.session)
+        self.inner.parts()
     }
 
     /// Begin a transaction (`BEGIN`). Run its statements with `&mut tx`, then
@@ -148,7 +123,7 @@ impl MySqlConnection {
     /// Cancel safe: if the future is dropped before it completes, the connection is rolled
     /// back before it is reused.
     pub async fn begin(&mut self) -> Result<MySqlTransaction<'_>, sqlx::Error> {
-        MySqlTransaction::start(&mut self.conn, &mut self.session).await
+        self.inner.begin().await.map(MySqlTransaction::new)
     }
 
     /// Begin a transaction with a statement of your own, such as
@@ -166,8 +141,10 @@ impl MySqlConnection {
         &mut self,
         statement: impl SqlSafeStr,
     ) -> Result<MySqlTransaction<'_>, sqlx::Error> {
-        MySqlTransaction::start_with(&mut self.conn, &mut self.session, statement.into_sql_str())
+        self.inner
+            .begin_with(statement.into_sql_str())
             .await
+            .map(MySqlTransaction::new)
     }
 
     /// One round trip (`COM_PING`). Also reads whatever an earlier, cut-off operation left on
@@ -182,42 +159,37 @@ impl MySqlConnection {
     /// Cancel safe: if the future is dropped before it completes, the connection is rolled
     /// back (and so its state read) before it is reused.
     pub async fn ping(&mut self) -> Result<(), sqlx::Error> {
-        self.session.start(Effect::Contained);
-        let pinged = self.conn.ping().await;
-        self.session.finish(pinged.as_ref().err());
-        pinged
+        self.inner.ping().await
     }
 
     /// Whether a fatal error was seen on this connection. A broken connection is destroyed when
     /// its guard is dropped; statements on it fail.
     pub fn is_broken(&self) -> bool {
-        self.session.broken
+        self.inner.session().broken
     }
 
     /// Whether the session may have changed beyond its transaction (see
     /// [`OnSessionChange`](crate::OnSessionChange)).
     pub fn is_session_changed(&self) -> bool {
-        self.session.changed
+        self.inner.session().changed
     }
 
     /// Count the session as changed although nothing the pool could see changed it: after
     /// calling a stored function of your own that sets a variable or takes a lock.
     pub fn mark_session_changed(&mut self) {
-        self.session.changed = true;
+        self.inner.session_mut().changed = true;
     }
 
     /// Tell the pool about an error from an operation it could not watch (one run on the raw
     /// connection): a fatal one ([`is_fatal`](crate::is_fatal)) marks the connection broken.
     /// Returns whether it was fatal.
     pub fn record_error(&mut self, err: &sqlx::Error) -> bool {
-        let fatal = is_fatal(err);
-        self.session.broken |= fatal;
-        fatal
+        self.inner.record_error(err)
     }
 
     /// The sqlx connection, for good (after [`Guard::detach`](nebula_resource::Guard::detach)).
     pub fn into_inner(self) -> sqlx::mysql::MySqlConnection {
-        self.conn
+        self.inner.into_inner()
     }
 
     /// Whether the pool must not reuse this connection: it is broken, its session changed under
@@ -225,9 +197,10 @@ impl MySqlConnection {
     /// `Transaction` that was never dropped does that, and sqlx offers no way to settle its
     /// count). Cheap: no I/O.
     pub(crate) fn must_retire(&self) -> bool {
-        self.session.broken
-            || (self.session.changed && self.policy == OnSessionChange::Retire)
-            || self.conn.is_in_transaction()
+        let session = self.inner.session();
+        session.broken
+            || (session.changed && self.policy == OnSessionChange::Retire)
+            || self.inner.is_in_transaction()
     }
 
     /// Bring the connection back to a state fit for the next user: nothing to do for a clean
@@ -238,22 +211,23 @@ impl MySqlConnection {
                 "the connection is broken, its session changed, or a transaction was leaked",
             ));
         }
-        let sql = if self.session.changed {
+        let (conn, session) = self.inner.parts();
+        let sql = if session.changed {
             KEEP_RESET
-        } else if self.session.needs_rollback() {
+        } else if session.needs_rollback() {
             ROLLBACK
         } else {
             return Ok(());
         };
-        self.session.start(Effect::Contained);
-        let reset = sqlx::raw_sql(sql).execute(&mut self.conn).await;
-        self.session.finish(reset.as_ref().err());
+        session.start(Effect::Contained);
+        let reset = sqlx::raw_sql(sql).execute(conn).await;
+        session.finish(reset.as_ref().err());
         match reset {
             Ok(_) => {
                 // `changed` stays: a session changed under `Keep` (say, `autocommit = 0`) is
                 // reset on every release from now on.
-                self.session.transaction = false;
-                self.session.open_transactions = 0;
+                session.transaction = false;
+                session.open_transactions = 0;
                 Ok(())
             }
             Err(err) => Err(Error::recycle(err)),
@@ -262,20 +236,12 @@ impl MySqlConnection {
 
     /// Close gracefully (`COM_QUIT`), unless the connection is known broken.
     pub(crate) async fn close(self) {
-        if self.session.broken {
+        if self.inner.session().broken {
             return;
         }
-        if let Err(err) = self.conn.close().await {
+        if let Err(err) = self.inner.into_inner().close().await {
             tracing::debug!(error = %err, "closing a mysql connection failed");
         }
-    }
-}
-
-/// `Effect` of a `begin_with` statement beyond the transaction it starts.
-pub(crate) fn begin_statement_effect(sql: &str) -> Effect {
-    match effect_of(sql) {
-        Effect::Session => Effect::Session,
-        Effect::Contained | Effect::Transaction => Effect::Contained,
     }
 }
 
@@ -283,7 +249,7 @@ impl Deref for MySqlConnection {
     type Target = sqlx::mysql::MySqlConnection;
 
     fn deref(&self) -> &sqlx::mysql::MySqlConnection {
-        &self.conn
+        &self.inner
     }
 }
 
@@ -291,8 +257,7 @@ impl DerefMut for MySqlConnection {
     /// The raw connection. What is done with it cannot be watched, so the session counts as
     /// changed.
     fn deref_mut(&mut self) -> &mut sqlx::mysql::MySqlConnection {
-        self.session.changed = true;
-        &mut self.conn
+        &mut self.inner
     }
 }
 
@@ -306,9 +271,9 @@ impl AsMut<sqlx::mysql::MySqlConnection> for MySqlConnection {
 impl fmt::Debug for MySqlConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MySqlConnection")
-            .field("broken", &self.session.broken)
-            .field("session_changed", &self.session.changed)
-            .field("needs_rollback", &self.session.needs_rollback())
+            .field("broken", &self.inner.session().broken)
+            .field("session_changed", &self.inner.session().changed)
+            .field("needs_rollback", &self.inner.session().needs_rollback())
             .field("on_session_change", &self.policy)
             .finish()
     }
@@ -316,38 +281,13 @@ impl fmt::Debug for MySqlConnection {
 
 #[cfg(test)]
 mod tests {
-    use super::{Effect, Session, begin_statement_effect};
+    use nebula_resource_sqlx::begin_statement_effect;
+
+    use super::{Dialect, Effect, Session};
 
     #[test]
-    fn effects_mark_the_session() {
+    fn fatal_errors_break_the_connection() {
         let mut session = Session::default();
-        session.start(Effect::Contained);
-        session.finish(None);
-        assert_eq!(session, Session::default());
-
-        session.start(Effect::Transaction);
-        session.finish(None);
-        assert!(session.transaction && !session.changed && session.needs_rollback());
-
-        let mut session = Session::default();
-        session.start(Effect::Session);
-        session.finish(None);
-        assert!(session.changed && !session.needs_rollback());
-    }
-
-    #[test]
-    fn a_cut_off_operation_needs_a_rollback() {
-        let mut session = Session::default();
-        session.start(Effect::Contained);
-        assert!(session.busy && session.needs_rollback());
-    }
-
-    #[test]
-    fn only_fatal_errors_break_the_connection() {
-        let mut session = Session::default();
-        session.start(Effect::Contained);
-        session.finish(Some(&sqlx::Error::RowNotFound));
-        assert!(!session.broken && !session.busy);
         session.start(Effect::Contained);
         session.finish(Some(&sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
@@ -359,11 +299,11 @@ mod tests {
     #[test]
     fn begin_statements_only_count_their_session_effects() {
         assert_eq!(
-            begin_statement_effect("START TRANSACTION READ ONLY"),
+            begin_statement_effect::<Dialect>("START TRANSACTION READ ONLY"),
             Effect::Contained
         );
         assert_eq!(
-            begin_statement_effect("SET @x = 1; START TRANSACTION"),
+            begin_statement_effect::<Dialect>("SET @x = 1; START TRANSACTION"),
             Effect::Session
         );
     }

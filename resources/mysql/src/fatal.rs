@@ -2,6 +2,7 @@
 //! out again — the way HikariCP evicts a connection on a fatal SQLSTATE, with MySQL's and
 //! MariaDB's own set of fatal error numbers.
 
+use nebula_resource_sqlx::fatal::is_connection_lost;
 use sqlx::mysql::MySqlDatabaseError;
 
 /// Whether `err` means the connection it came from is unusable: the pool must destroy it.
@@ -32,10 +33,6 @@ use sqlx::mysql::MySqlDatabaseError;
 /// ```
 pub fn is_fatal(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => match db.try_downcast_ref::<MySqlDatabaseError>() {
             Some(mysql) => {
                 (is_fatal_error_number(mysql.number())
@@ -44,7 +41,7 @@ pub fn is_fatal(err: &sqlx::Error) -> bool {
             }
             None => db.code().is_some_and(|code| is_fatal_sqlstate(&code)),
         },
-        _ => false,
+        _ => is_connection_lost(err),
     }
 }
 
@@ -103,50 +100,9 @@ fn is_mariadb_4031(number: u16, message: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-    use std::error::Error as StdError;
-    use std::fmt;
-
-    use sqlx::error::{DatabaseError, ErrorKind};
+    use nebula_resource_sqlx::testing::database_error as database;
 
     use super::{is_fatal, is_fatal_error_number, is_fatal_sqlstate, is_mariadb_4031};
-
-    /// A server error with only a SQLSTATE, as another driver layer might report it.
-    #[derive(Debug)]
-    struct Coded(&'static str);
-
-    impl fmt::Display for Coded {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "error {}", self.0)
-        }
-    }
-
-    impl StdError for Coded {}
-
-    impl DatabaseError for Coded {
-        fn message(&self) -> &str {
-            "coded"
-        }
-        fn code(&self) -> Option<Cow<'_, str>> {
-            Some(Cow::Borrowed(self.0))
-        }
-        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
-            self
-        }
-        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
-            self
-        }
-        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
-            self
-        }
-        fn kind(&self) -> ErrorKind {
-            ErrorKind::Other
-        }
-    }
-
-    fn database(code: &'static str) -> sqlx::Error {
-        sqlx::Error::Database(Box::new(Coded(code)))
-    }
 
     #[test]
     fn connection_exceptions_are_fatal() {
@@ -209,25 +165,8 @@ mod tests {
     }
 
     #[test]
-    fn transport_errors_are_fatal() {
-        let io = |kind| sqlx::Error::Io(std::io::Error::new(kind, "transport"));
-        assert!(is_fatal(&io(std::io::ErrorKind::UnexpectedEof)));
-        assert!(is_fatal(&io(std::io::ErrorKind::ConnectionReset)));
-        assert!(is_fatal(&io(std::io::ErrorKind::BrokenPipe)));
-        assert!(is_fatal(&sqlx::Error::Tls("handshake failed".into())));
-        assert!(is_fatal(&sqlx::Error::Protocol(
-            "packets out of order".to_owned()
-        )));
+    fn lost_connections_are_fatal_and_client_side_errors_are_not() {
         assert!(is_fatal(&sqlx::Error::WorkerCrashed));
-    }
-
-    #[test]
-    fn client_side_errors_are_not_fatal() {
         assert!(!is_fatal(&sqlx::Error::RowNotFound));
-        assert!(!is_fatal(&sqlx::Error::ColumnNotFound("id".to_owned())));
-        assert!(!is_fatal(&sqlx::Error::Decode("bad utf-8".into())));
-        assert!(!is_fatal(&sqlx::Error::Encode("too long".into())));
-        assert!(!is_fatal(&sqlx::Error::PoolTimedOut));
-        assert!(!is_fatal(&sqlx::Error::BeginFailed));
     }
 }

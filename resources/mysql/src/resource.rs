@@ -1,9 +1,7 @@
 //! [`MySql`]: the resource — how a pooled connection is created, checked, reset and closed.
 
-use std::error::Error as StdError;
-use std::fmt;
-
 use nebula_resource::{CreateContext, Error, Resource};
+use nebula_resource_sqlx::resource::connect_within;
 use sqlx::ConnectOptions;
 
 use crate::config::MySqlConfig;
@@ -43,21 +41,14 @@ impl Resource for MySql {
             }
             options = options.password(credentials.secret().expose());
         }
-        let timeout = config.get_connect_timeout();
-        match tokio::time::timeout(timeout, options.connect()).await {
-            Ok(Ok(conn)) => Ok(MySqlConnection::new(conn, config.on_session_change)),
-            Ok(Err(source)) => {
-                let permanent = refused_for_good(&source);
-                let err = Error::create(ConnectError {
-                    target: config.to_string(),
-                    source,
-                });
-                Err(if permanent { err.permanent() } else { err })
-            }
-            Err(_) => Err(Error::create(format!(
-                "connecting to {config} did not finish within the connect timeout of {timeout:?}"
-            ))),
-        }
+        let conn = connect_within(
+            config,
+            config.get_connect_timeout(),
+            options.connect(),
+            refused_for_good,
+        )
+        .await?;
+        Ok(MySqlConnection::new(conn, config.on_session_change))
     }
 
     async fn check(&self, conn: &mut MySqlConnection) -> Result<(), Error> {
@@ -74,25 +65,6 @@ impl Resource for MySql {
 
     async fn destroy(&self, conn: MySqlConnection) {
         conn.close().await;
-    }
-}
-
-/// A failed connection attempt: which server (password hidden), and the driver's error.
-#[derive(Debug)]
-struct ConnectError {
-    target: String,
-    source: sqlx::Error,
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "connecting to {}: {}", self.target, self.source)
-    }
-}
-
-impl StdError for ConnectError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.source)
     }
 }
 

@@ -8,20 +8,13 @@
 //! recognise counts as possibly changing the session, which only costs a reconnect (or, with
 //! [`OnSessionChange::Keep`](crate::OnSessionChange::Keep), one reset round trip) on release.
 
-/// What running a piece of SQL may leave behind once it has finished. Ordered: a batch has the
-/// greatest effect of its statements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Effect {
-    /// Nothing outlives the statement, or the transaction it runs in: queries, DML, DDL.
-    Contained,
-    /// Transaction control (`BEGIN`, `COMMIT`, `SAVEPOINT`, `SET TRANSACTION`): a transaction
-    /// may be left open, which a `ROLLBACK` ends.
-    Transaction,
-    /// The session may have changed beyond what `ROLLBACK` undoes: variables, temporary tables,
-    /// table or named locks, the current database, server-side prepared statements, or a
-    /// statement not recognised.
-    Session,
-}
+/// What running a piece of SQL may leave behind once it has finished: for MySQL,
+/// [`Effect::Transaction`] is transaction control (`BEGIN`, `COMMIT`, `SAVEPOINT`,
+/// `SET TRANSACTION`), which a `ROLLBACK` ends; [`Effect::Session`] is a change beyond what
+/// `ROLLBACK` undoes (variables, temporary tables, table or named locks, the current database,
+/// server-side prepared statements) or a statement not recognised.
+pub(crate) use nebula_resource_sqlx::Effect;
+use nebula_resource_sqlx::lex::{find, is_word_continue, line_end, skip_quoted, word_end};
 
 /// Statements that begin with one of these keywords leave nothing behind, unless they assign a
 /// user variable or take a named lock (see [`Statement::word`]).
@@ -167,10 +160,7 @@ fn scan(sql: &str, backslash_escapes: bool) -> Effect {
                 i += 2;
             }
             b if is_word_continue(b) => {
-                let end = i + bytes[i..]
-                    .iter()
-                    .position(|&c| !is_word_continue(c))
-                    .unwrap_or(bytes.len() - i);
+                let end = word_end(bytes, i);
                 statement.word(&sql[i..end], false);
                 i = end;
             }
@@ -190,47 +180,6 @@ fn scan(sql: &str, backslash_escapes: bool) -> Effect {
         }
     }
     effect.max(statement.finish())
-}
-
-/// Identifier characters: MySQL lets unquoted identifiers (and so keywords, numbers) hold
-/// letters, digits, `_`, `$` and any non-ASCII character.
-fn is_word_continue(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
-}
-
-/// The index after the end of the line holding `start`.
-fn line_end(bytes: &[u8], start: usize) -> usize {
-    bytes[start..]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(bytes.len(), |end| start + end + 1)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
-}
-
-/// The end (exclusive) of the literal opened by `quote` at `start`; a doubled quote stands for
-/// itself, and with `backslash_escapes` a backslash escapes the next byte. `None` if not closed.
-fn skip_quoted(bytes: &[u8], start: usize, quote: u8, backslash_escapes: bool) -> Option<usize> {
-    let mut i = start + 1;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if backslash_escapes && b == b'\\' {
-            i += 2;
-        } else if b == quote {
-            if bytes.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return Some(i + 1);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    None
 }
 
 /// The first keyword of a statement, as far as the classification cares.

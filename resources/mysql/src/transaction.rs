@@ -4,10 +4,9 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{Connection, MySql, SqlStr, Transaction};
+use nebula_resource_sqlx::WatchedTransaction;
 
-use crate::connection::{Session, begin_statement_effect};
-use crate::sql::Effect;
+use crate::connection::{Dialect, Session};
 
 /// A transaction on a [`MySqlConnection`](crate::MySqlConnection), begun with
 /// [`MySqlConnection::begin`](crate::MySqlConnection::begin) (or, nested, as a savepoint with
@@ -22,43 +21,17 @@ use crate::sql::Effect;
 /// [`MySqlConnection`](sqlx::mysql::MySqlConnection); a mutable use of that cannot be watched,
 /// so it counts as a session change.
 pub struct MySqlTransaction<'c> {
-    tx: Transaction<'c, MySql>,
-    session: &'c mut Session,
+    inner: WatchedTransaction<'c, Dialect>,
 }
 
 impl<'c> MySqlTransaction<'c> {
-    pub(crate) async fn start(
-        conn: &'c mut sqlx::mysql::MySqlConnection,
-        session: &'c mut Session,
-    ) -> Result<Self, sqlx::Error> {
-        session.start(Effect::Contained);
-        let begun = conn.begin().await;
-        Self::begun(begun, session)
-    }
-
-    pub(crate) async fn start_with(
-        conn: &'c mut sqlx::mysql::MySqlConnection,
-        session: &'c mut Session,
-        statement: SqlStr,
-    ) -> Result<Self, sqlx::Error> {
-        session.start(begin_statement_effect(statement.as_str()));
-        let begun = conn.begin_with(statement).await;
-        Self::begun(begun, session)
-    }
-
-    fn begun(
-        begun: Result<Transaction<'c, MySql>, sqlx::Error>,
-        session: &'c mut Session,
-    ) -> Result<Self, sqlx::Error> {
-        session.finish(begun.as_ref().err());
-        let tx = begun?;
-        session.open_transactions += 1;
-        Ok(Self { tx, session })
+    pub(crate) fn new(inner: WatchedTransaction<'c, Dialect>) -> Self {
+        Self { inner }
     }
 
     /// The raw connection and the session record, borrowed apart.
     pub(crate) fn parts(&mut self) -> (&mut sqlx::mysql::MySqlConnection, &mut Session) {
-        (&mut *self.tx, &mut *self.session)
+        self.inner.parts()
     }
 
     /// Begin a nested transaction: a savepoint, released by its `commit` and rolled back to by
@@ -73,7 +46,7 @@ impl<'c> MySqlTransaction<'c> {
     /// Cancel safe: if the future is dropped before it completes, the connection is rolled
     /// back before it is reused.
     pub async fn begin(&mut self) -> Result<MySqlTransaction<'_>, sqlx::Error> {
-        MySqlTransaction::start(&mut self.tx, &mut *self.session).await
+        self.inner.begin().await.map(MySqlTransaction::new)
     }
 
     /// Commit (`COMMIT`, or `RELEASE SAVEPOINT` for a nested transaction).
@@ -88,14 +61,7 @@ impl<'c> MySqlTransaction<'c> {
     /// If the future is dropped before it completes, whether the transaction committed is
     /// unknown; the connection is rolled back before it is reused.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Self { tx, session } = self;
-        session.start(Effect::Contained);
-        let committed = tx.commit().await;
-        session.finish(committed.as_ref().err());
-        if committed.is_ok() {
-            session.open_transactions -= 1;
-        }
-        committed
+        self.inner.commit().await
     }
 
     /// Roll back (`ROLLBACK`, or `ROLLBACK TO SAVEPOINT` for a nested transaction).
@@ -109,14 +75,7 @@ impl<'c> MySqlTransaction<'c> {
     /// Cancel safe: if the future is dropped before it completes, the connection is rolled
     /// back before it is reused.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        let Self { tx, session } = self;
-        session.start(Effect::Contained);
-        let rolled_back = tx.rollback().await;
-        session.finish(rolled_back.as_ref().err());
-        if rolled_back.is_ok() {
-            session.open_transactions -= 1;
-        }
-        rolled_back
+        self.inner.rollback().await
     }
 }
 
@@ -124,7 +83,7 @@ impl Deref for MySqlTransaction<'_> {
     type Target = sqlx::mysql::MySqlConnection;
 
     fn deref(&self) -> &sqlx::mysql::MySqlConnection {
-        &self.tx
+        &self.inner
     }
 }
 
@@ -132,8 +91,7 @@ impl DerefMut for MySqlTransaction<'_> {
     /// The raw connection. What is done with it cannot be watched, so the session counts as
     /// changed.
     fn deref_mut(&mut self) -> &mut sqlx::mysql::MySqlConnection {
-        self.session.changed = true;
-        &mut self.tx
+        &mut self.inner
     }
 }
 
@@ -147,7 +105,7 @@ impl AsMut<sqlx::mysql::MySqlConnection> for MySqlTransaction<'_> {
 impl fmt::Debug for MySqlTransaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MySqlTransaction")
-            .field("broken", &self.session.broken)
+            .field("broken", &self.inner.session().broken)
             .finish_non_exhaustive()
     }
 }

@@ -7,6 +7,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nebula_resource::{Config, Error, Secret, redact_url};
+use nebula_resource_sqlx::config::{
+    ServerTarget, check_address, check_password, check_path_given, check_scheme, check_timeout,
+    push_redacted_query, query_parameters, split_scheme, split_server_url, unknown_parameter,
+};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// Default [`PostgresConfig::connect_timeout`].
@@ -349,45 +353,20 @@ impl PostgresConfig {
 
 impl Config for PostgresConfig {
     fn validate(&self) -> Result<(), Error> {
-        match (&self.url, &self.host) {
-            (Some(url), _) => {
-                parse_url(url.expose())?;
-            }
-            (None, None) => {
-                return Err(Error::config(
-                    "url",
-                    "no server given: use `PostgresConfig::new(url)` or \
-                     `PostgresConfig::from_host(host)`",
-                ));
-            }
-            (None, Some(_)) => {}
-        }
-        if let Some(host) = &self.host {
-            if host.is_empty() {
-                return Err(Error::config("host", "must not be empty"));
-            }
-            if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::config(
-                    "host",
-                    "must not contain whitespace or control characters",
-                ));
-            }
-        }
-        if self.port == Some(0) {
-            return Err(Error::config("port", "must be in 1..=65535 (got 0)"));
-        }
+        check_address(
+            self.url.as_ref(),
+            self.host.as_deref(),
+            self.port,
+            "PostgresConfig",
+            |url| parse_url(url).map(drop),
+        )?;
         if let Some(username) = &self.username {
             check_identifier("username", username)?;
         }
         if let Some(database) = &self.database {
             check_identifier("database", database)?;
         }
-        if let Some(password) = &self.password
-            && password.expose().contains('\0')
-        {
-            // Never echo the value: it is the password.
-            return Err(Error::config("password", "must not contain a NUL byte"));
-        }
+        check_password(self.password.as_ref())?;
         if let Some(name) = &self.application_name {
             if name.len() > MAX_IDENTIFIER_LEN {
                 return Err(Error::config(
@@ -406,21 +385,12 @@ impl Config for PostgresConfig {
                 ));
             }
         }
-        if self.connect_timeout.is_zero() {
-            return Err(Error::config(
-                "connect_timeout",
-                "must be greater than zero",
-            ));
-        }
-        if self.connect_timeout > MAX_CONNECT_TIMEOUT {
-            return Err(Error::config(
-                "connect_timeout",
-                format!(
-                    "must be at most {MAX_CONNECT_TIMEOUT:?} (got {:?})",
-                    self.connect_timeout
-                ),
-            ));
-        }
+        check_timeout(
+            "connect_timeout",
+            self.connect_timeout,
+            MAX_CONNECT_TIMEOUT,
+            "must be greater than zero",
+        )?;
         if let Some(capacity) = self.statement_cache_capacity
             && capacity > MAX_STATEMENT_CACHE_CAPACITY
         {
@@ -429,13 +399,7 @@ impl Config for PostgresConfig {
                 format!("must be at most {MAX_STATEMENT_CACHE_CAPACITY} (got {capacity})"),
             ));
         }
-        if self
-            .tls_root_cert
-            .as_ref()
-            .is_some_and(|path| path.as_os_str().is_empty())
-        {
-            return Err(Error::config("tls_root_cert", "must not be empty"));
-        }
+        check_path_given("tls_root_cert", self.tls_root_cert.as_deref())?;
         Ok(())
     }
 }
@@ -465,57 +429,25 @@ fn check_identifier(field: &'static str, value: &str) -> Result<(), Error> {
 fn parse_url(url: &str) -> Result<PgConnectOptions, Error> {
     const EXPECTED: &str = "expected `postgres://[user[:password]@]host[:port][/database]\
                             [?param=value&...]`";
-    if url.trim().is_empty() {
-        return Err(Error::config("url", "must not be empty"));
-    }
-    let Some(parts) = UrlParts::split(url) else {
-        return Err(Error::config(
-            "url",
-            if url.contains("://") {
-                "holds an `@` after its host part: percent-encode `@`, `:`, `/`, `?` and `#` in \
-                 the user name and password"
-                    .to_owned()
-            } else {
-                format!("is not a URL; {EXPECTED}")
-            },
-        ));
-    };
-    if !["postgres", "postgresql"]
-        .iter()
-        .any(|scheme| parts.scheme.eq_ignore_ascii_case(scheme))
-    {
-        let got = if is_plain_name(parts.scheme) {
-            format!("`{}`", parts.scheme)
-        } else {
-            "something else".to_owned()
-        };
-        return Err(Error::config(
-            "url",
-            format!(
-                "scheme must be `postgres` or `postgresql`, got {got} in `{}`",
-                parts.display()
-            ),
-        ));
-    }
+    let parts = UrlParts::new(split_server_url(url, EXPECTED)?);
+    check_scheme(
+        parts.scheme,
+        &["postgres", "postgresql"],
+        &parts.display(),
+        is_plain_name,
+    )?;
     for (key, _) in parts.parameters() {
         let known = URL_PARAMETERS.contains(&key)
             || key
                 .strip_prefix("options[")
                 .is_some_and(|rest| rest.ends_with(']'));
         if !known {
-            let which = if is_plain_name(key) {
-                format!("unknown parameter `{key}`")
-            } else {
-                "an unknown parameter".to_owned()
-            };
-            return Err(Error::config(
-                "url",
-                format!(
-                    "{which} in `{}`; known: {}, options[name] (set the connect timeout with \
-                     `PostgresConfig::connect_timeout`)",
-                    parts.display(),
-                    URL_PARAMETERS.join(", ")
-                ),
+            return Err(unknown_parameter(
+                key,
+                &parts.display(),
+                &format!("{}, options[name]", URL_PARAMETERS.join(", ")),
+                "PostgresConfig",
+                is_plain_name,
             ));
         }
     }
@@ -536,11 +468,7 @@ fn parse_url(url: &str) -> Result<PgConnectOptions, Error> {
 
 /// A short name made of ASCII letters, digits and `_-.[]+`: safe to repeat in a message.
 fn is_plain_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 40
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.[]+".contains(&b))
+    nebula_resource_sqlx::config::is_plain_name(text, b"_-.[]+")
 }
 
 /// A connection URL cut where a URL parser cuts it, for display.
@@ -552,58 +480,28 @@ struct UrlParts<'a> {
 }
 
 impl<'a> UrlParts<'a> {
-    /// `None` if `url` has no `scheme://`, or holds an `@` after its authority — a password with
-    /// an unencoded `/`, `?` or `#` in it, whose tail a parser would take for the host, path or
-    /// query. Such a URL is never shown.
-    fn split(url: &'a str) -> Option<Self> {
-        let (scheme, rest) = url.split_once("://")?;
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if rest[authority_end..].contains('@') {
-            return None;
-        }
+    /// The parts of a URL cut by [`split_scheme`].
+    fn new((scheme, rest): (&'a str, &'a str)) -> Self {
         let (head, query) = match rest.split_once('?') {
             Some((head, query)) => (head, Some(query)),
             None => (rest, None),
         };
-        Some(Self {
+        Self {
             scheme,
             head,
             query,
-        })
+        }
     }
 
     fn parameters(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
-        self.query
-            .into_iter()
-            .flat_map(|query| query.split('&'))
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((key, value)) => (key, Some(value)),
-                None => (pair, None),
-            })
+        query_parameters(self.query)
     }
 
     /// The URL with the password replaced by `***`, and the values of parameters other than a
     /// few known harmless ones (`sslmode`, `host`, `port`, …) too.
     fn display(&self) -> String {
         let mut shown = redact_url(&format!("{}://{}", self.scheme, self.head));
-        let mut separator = '?';
-        for (key, value) in self.parameters() {
-            shown.push(separator);
-            separator = '&';
-            match value {
-                Some(value) if SHOWN_PARAMETERS.contains(&key) => {
-                    shown.push_str(key);
-                    shown.push('=');
-                    shown.push_str(value);
-                }
-                _ if is_plain_name(key) => {
-                    shown.push_str(key);
-                    shown.push_str("=***");
-                }
-                _ => shown.push_str("***"),
-            }
-        }
+        push_redacted_query(&mut shown, self.query, SHOWN_PARAMETERS, is_plain_name);
         shown
     }
 }
@@ -611,8 +509,8 @@ impl<'a> UrlParts<'a> {
 /// The URL as messages may show it: the password and secret-looking parts replaced by `***`, or
 /// a placeholder for a URL too malformed to cut safely.
 fn display_url(url: &str) -> String {
-    match UrlParts::split(url) {
-        Some(parts) => parts.display(),
+    match split_scheme(url) {
+        Some(parts) => UrlParts::new(parts).display(),
         None => "[malformed URL, not shown]".to_owned(),
     }
 }
@@ -621,42 +519,17 @@ impl fmt::Display for PostgresConfig {
     /// Where the configuration connects to, never with the password: the URL (password
     /// replaced by `***`) or `postgres://user@host:port/database`, then any parts set over it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.url {
-            Some(url) => {
-                f.write_str(&display_url(url.expose()))?;
-                let mut overrides = Vec::new();
-                if let Some(host) = &self.host {
-                    overrides.push(format!("host `{host}`"));
-                }
-                if let Some(port) = self.port {
-                    overrides.push(format!("port {port}"));
-                }
-                if let Some(username) = &self.username {
-                    overrides.push(format!("user `{username}`"));
-                }
-                if let Some(database) = &self.database {
-                    overrides.push(format!("database `{database}`"));
-                }
-                if !overrides.is_empty() {
-                    write!(f, " with {}", overrides.join(", "))?;
-                }
-                Ok(())
-            }
-            None => {
-                f.write_str("postgres://")?;
-                if let Some(username) = &self.username {
-                    write!(f, "{username}@")?;
-                }
-                f.write_str(self.host.as_deref().unwrap_or(""))?;
-                if let Some(port) = self.port {
-                    write!(f, ":{port}")?;
-                }
-                if let Some(database) = &self.database {
-                    write!(f, "/{database}")?;
-                }
-                Ok(())
-            }
-        }
+        let shown_url = self.url.as_ref().map(|url| display_url(url.expose()));
+        let target = ServerTarget {
+            scheme: "postgres",
+            shown_url: shown_url.as_deref(),
+            host: self.host.as_deref(),
+            port: self.port,
+            socket: None,
+            username: self.username.as_deref(),
+            database: self.database.as_deref(),
+        };
+        fmt::Display::fmt(&target, f)
     }
 }
 

@@ -7,11 +7,12 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use nebula_resource::Error;
+use nebula_resource_sqlx::{Driver, WatchedConnection};
 use sqlx::{Connection, PgConnection};
 
 use crate::config::SessionReset;
 use crate::fatal::{is_failed_transaction, is_fatal};
-use crate::sql::Effect;
+use crate::sql::{Effect, effect_of};
 use crate::transaction::PostgresTransaction;
 
 /// The statements that bring a session back to the state of a fresh connection: what
@@ -32,41 +33,30 @@ const RESET_SESSION: &str = reset_statements!();
 /// known to be open: on an idle session it would put a warning in the server's log.
 const ROLLBACK_AND_RESET: &str = concat!("ROLLBACK; ", reset_statements!());
 
-/// What the pool knows about a connection's session from the operations it has seen.
-#[derive(Debug, Default)]
-pub(crate) struct Session {
-    /// A fatal error was seen: the connection is unusable.
-    pub(crate) broken: bool,
-    /// The session may differ from a fresh one: a statement with a lasting effect ran, or the
-    /// raw connection was used where its statements could not be seen.
-    pub(crate) dirty: bool,
-    /// An operation is in flight. Still set after it, the operation was cancelled half-way:
-    /// its reply may still be on the wire.
-    pub(crate) busy: bool,
-    /// [`PostgresTransaction`]s begun and not yet committed or rolled back.
-    pub(crate) open_transactions: usize,
+/// PostgreSQL's rules for the shared statement watching: its classifier and its fatal errors.
+pub(crate) struct Dialect;
+
+impl Driver for Dialect {
+    type Database = sqlx::Postgres;
+
+    fn effect_of(sql: &str) -> Effect {
+        effect_of(sql)
+    }
+
+    fn is_fatal(err: &sqlx::Error) -> bool {
+        is_fatal(err)
+    }
 }
 
-impl Session {
-    /// An operation with `effect` starts.
-    pub(crate) fn start(&mut self, effect: Effect) {
-        self.busy = true;
-        if effect == Effect::Session {
-            self.dirty = true;
-        }
-    }
+/// What the pool knows about a connection's session from the operations it has seen. The
+/// classifier never reports [`Effect::Transaction`] (a `BEGIN` counts as a session change), so
+/// `changed` covers everything a reset undoes: a statement with a lasting effect ran, or the
+/// raw connection was used where its statements could not be seen.
+pub(crate) type Session = nebula_resource_sqlx::Session<Dialect>;
 
-    /// The operation started last finished with `error`, if any.
-    pub(crate) fn finish(&mut self, error: Option<&sqlx::Error>) {
-        self.busy = false;
-        if error.is_some_and(is_fatal) {
-            self.broken = true;
-        }
-    }
-
-    fn needs_reset(&self) -> bool {
-        self.dirty || self.busy || self.open_transactions > 0
-    }
+/// Whether the session must be reset before the connection is reused.
+fn session_needs_reset(session: &Session) -> bool {
+    session.changed || session.needs_rollback()
 }
 
 /// A pooled PostgreSQL connection: what a [`Guard<Postgres>`](nebula_resource::Guard) derefs to.
@@ -110,8 +100,7 @@ impl Session {
 /// dirty: it works, and costs the reset round trip on release, which also finds out whether the
 /// connection is still alive.
 pub struct PostgresConnection {
-    conn: PgConnection,
-    session: Session,
+    inner: WatchedConnection<Dialect>,
     reset: SessionReset,
     backend_pid: i32,
 }
@@ -119,8 +108,7 @@ pub struct PostgresConnection {
 impl PostgresConnection {
     pub(crate) fn new(conn: PgConnection, backend_pid: i32, reset: SessionReset) -> Self {
         Self {
-            conn,
-            session: Session::default(),
+            inner: WatchedConnection::new(conn),
             reset,
             backend_pid,
         }
@@ -134,7 +122,7 @@ impl PostgresConnection {
 
     /// The raw connection and the session record, borrowed apart.
     pub(crate) fn parts(&mut self) -> (&mut PgConnection, &mut Session) {
-        (&mut self.conn, &mut self.session)
+        self.inner.parts()
     }
 
     /// Begin a transaction. Run its statements with `&mut tx`, then
@@ -149,13 +137,13 @@ impl PostgresConnection {
     /// Cancel safe: if the future is dropped before it completes, the connection is reset
     /// (rolling back a transaction that may have begun) before it is reused.
     pub async fn begin(&mut self) -> Result<PostgresTransaction<'_>, sqlx::Error> {
-        PostgresTransaction::start(&mut self.conn, &mut self.session).await
+        self.inner.begin().await.map(PostgresTransaction::new)
     }
 
     /// Whether a fatal error was seen on this connection. A broken connection is destroyed when
     /// its guard is dropped; statements on it fail.
     pub fn is_broken(&self) -> bool {
-        self.session.broken
+        self.inner.session().broken
     }
 
     /// Whether the session will be reset (one round trip) when the guard is dropped: it may
@@ -163,28 +151,25 @@ impl PostgresConnection {
     /// used mutably, or the configuration says [`SessionReset::Always`].
     pub fn needs_reset(&self) -> bool {
         self.reset == SessionReset::Always
-            || self.session.needs_reset()
-            || self.conn.is_in_transaction()
+            || session_needs_reset(self.inner.session())
+            || self.inner.is_in_transaction()
     }
 
     /// Have the session reset on release although nothing the pool could see changed it: after
     /// calling a function of your own that sets a setting or takes a session lock.
     pub fn mark_dirty(&mut self) {
-        self.session.dirty = true;
+        self.inner.session_mut().changed = true;
     }
 
     /// The sqlx connection, for good (after [`Guard::detach`](nebula_resource::Guard::detach)).
     pub fn into_inner(self) -> PgConnection {
-        self.conn
+        self.inner.into_inner()
     }
 
     /// A round trip: a `Sync` message answered by `ReadyForQuery`. Also reads whatever an
     /// earlier, cancelled operation left on the wire.
     pub(crate) async fn ping(&mut self) -> Result<(), sqlx::Error> {
-        self.session.start(Effect::Contained);
-        let pinged = self.conn.ping().await;
-        self.session.finish(pinged.as_ref().err());
-        pinged
+        self.inner.ping().await
     }
 
     /// Bring the session back to the state of a fresh connection, if it may have left it.
@@ -197,10 +182,10 @@ impl PostgresConnection {
     /// A failed transaction rejects the reset with `25P02`; it is rolled back and reset in one
     /// more round trip.
     pub(crate) async fn reset(&mut self) -> Result<(), Error> {
-        if self.session.broken {
+        if self.inner.session().broken {
             return Err(Error::recycle("the connection hit a fatal error"));
         }
-        if self.conn.is_in_transaction() {
+        if self.inner.is_in_transaction() {
             // Only a `Transaction` that was never dropped (`mem::forget`) leaves sqlx counting
             // one open; sqlx offers no way to settle its count, so the connection cannot be
             // trusted.
@@ -212,12 +197,13 @@ impl PostgresConnection {
         if !self.needs_reset() {
             return Ok(());
         }
-        self.session.start(Effect::Contained);
-        let reset = reset_session(&mut self.conn).await;
-        self.session.finish(reset.as_ref().err());
+        let (conn, session) = self.inner.parts();
+        session.start(Effect::Contained);
+        let reset = reset_session(conn).await;
+        session.finish(reset.as_ref().err());
         match reset {
             Ok(()) => {
-                self.session = Session::default();
+                *session = Session::default();
                 Ok(())
             }
             Err(err) => Err(Error::recycle(err)),
@@ -226,11 +212,11 @@ impl PostgresConnection {
 
     /// Close gracefully (a `Terminate` message), unless the connection is known broken.
     pub(crate) async fn close(self) {
-        if self.session.broken {
+        if self.inner.session().broken {
             return;
         }
         // Best effort: the socket is closed when the connection drops either way.
-        let _ = self.conn.close().await;
+        let _ = self.inner.into_inner().close().await;
     }
 }
 
@@ -267,7 +253,7 @@ impl Deref for PostgresConnection {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.conn
+        &self.inner
     }
 }
 
@@ -275,8 +261,7 @@ impl DerefMut for PostgresConnection {
     /// The raw connection. What is done with it cannot be watched, so the session counts as
     /// changed: it is reset on release.
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.session.dirty = true;
-        &mut self.conn
+        &mut self.inner
     }
 }
 
@@ -291,9 +276,9 @@ impl fmt::Debug for PostgresConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConnection")
             .field("backend_pid", &self.backend_pid)
-            .field("broken", &self.session.broken)
+            .field("broken", &self.inner.session().broken)
             .field("needs_reset", &self.needs_reset())
-            .field("server_version", &self.conn.server_version_num())
+            .field("server_version", &self.inner.server_version_num())
             .finish()
     }
 }

@@ -1,6 +1,7 @@
 //! Which driver errors leave a connection unusable, so the pool destroys it instead of handing it
 //! out again — the way HikariCP evicts a connection on a fatal SQLSTATE.
 
+use nebula_resource_sqlx::fatal::is_connection_lost;
 use sqlx::postgres::{PgDatabaseError, PgSeverity};
 
 /// Whether `err` means the connection it came from is unusable: the pool must destroy it.
@@ -31,10 +32,6 @@ use sqlx::postgres::{PgDatabaseError, PgSeverity};
 /// ```
 pub fn is_fatal(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
             Some(pg) => {
                 matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic)
@@ -42,7 +39,7 @@ pub fn is_fatal(err: &sqlx::Error) -> bool {
             }
             None => db.code().is_some_and(|code| is_fatal_sqlstate(&code)),
         },
-        _ => false,
+        _ => is_connection_lost(err),
     }
 }
 
@@ -70,50 +67,9 @@ pub(crate) fn is_failed_transaction(err: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-    use std::error::Error as StdError;
-    use std::fmt;
-
-    use sqlx::error::{DatabaseError, ErrorKind};
+    use nebula_resource_sqlx::testing::database_error as database;
 
     use super::{is_failed_transaction, is_fatal, is_fatal_sqlstate};
-
-    /// A server error with only a SQLSTATE, as another driver layer might report it.
-    #[derive(Debug)]
-    struct Coded(&'static str);
-
-    impl fmt::Display for Coded {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "error {}", self.0)
-        }
-    }
-
-    impl StdError for Coded {}
-
-    impl DatabaseError for Coded {
-        fn message(&self) -> &str {
-            "coded"
-        }
-        fn code(&self) -> Option<Cow<'_, str>> {
-            Some(Cow::Borrowed(self.0))
-        }
-        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
-            self
-        }
-        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
-            self
-        }
-        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
-            self
-        }
-        fn kind(&self) -> ErrorKind {
-            ErrorKind::Other
-        }
-    }
-
-    fn database(code: &'static str) -> sqlx::Error {
-        sqlx::Error::Database(Box::new(Coded(code)))
-    }
 
     #[test]
     fn connection_exceptions_and_shutdowns_are_fatal() {
@@ -136,26 +92,9 @@ mod tests {
     }
 
     #[test]
-    fn transport_errors_are_fatal() {
-        let io = |kind| sqlx::Error::Io(std::io::Error::new(kind, "transport"));
-        assert!(is_fatal(&io(std::io::ErrorKind::UnexpectedEof)));
-        assert!(is_fatal(&io(std::io::ErrorKind::ConnectionReset)));
-        assert!(is_fatal(&io(std::io::ErrorKind::BrokenPipe)));
-        assert!(is_fatal(&sqlx::Error::Tls("handshake failed".into())));
-        assert!(is_fatal(&sqlx::Error::Protocol(
-            "unexpected message".to_owned()
-        )));
+    fn lost_connections_are_fatal_and_client_side_errors_are_not() {
         assert!(is_fatal(&sqlx::Error::WorkerCrashed));
-    }
-
-    #[test]
-    fn client_side_errors_are_not_fatal() {
         assert!(!is_fatal(&sqlx::Error::RowNotFound));
-        assert!(!is_fatal(&sqlx::Error::ColumnNotFound("id".to_owned())));
-        assert!(!is_fatal(&sqlx::Error::Decode("bad utf-8".into())));
-        assert!(!is_fatal(&sqlx::Error::Encode("too long".into())));
-        assert!(!is_fatal(&sqlx::Error::PoolTimedOut));
-        assert!(!is_fatal(&sqlx::Error::BeginFailed));
     }
 
     #[test]

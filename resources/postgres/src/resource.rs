@@ -1,9 +1,7 @@
 //! [`Postgres`]: the resource — how a pooled connection is created, checked, reset and closed.
 
-use std::error::Error as StdError;
-use std::fmt;
-
 use nebula_resource::{CreateContext, Error, Resource};
+use nebula_resource_sqlx::resource::connect_within;
 use sqlx::{ConnectOptions, Row};
 
 use crate::config::PostgresConfig;
@@ -57,20 +55,7 @@ impl Resource for Postgres {
                 config.session_reset,
             ))
         };
-        match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(source)) => {
-                let permanent = refused_for_good(&source);
-                let err = Error::create(ConnectError {
-                    target: config.to_string(),
-                    source,
-                });
-                Err(if permanent { err.permanent() } else { err })
-            }
-            Err(_) => Err(Error::create(format!(
-                "connecting to {config} did not finish within the connect timeout of {timeout:?}"
-            ))),
-        }
+        connect_within(config, timeout, connect, refused_for_good).await
     }
 
     async fn check(&self, conn: &mut PostgresConnection) -> Result<(), Error> {
@@ -87,25 +72,6 @@ impl Resource for Postgres {
 
     async fn destroy(&self, conn: PostgresConnection) {
         conn.close().await;
-    }
-}
-
-/// A failed connection attempt: which server (password hidden), and the driver's error.
-#[derive(Debug)]
-struct ConnectError {
-    target: String,
-    source: sqlx::Error,
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "connecting to {}: {}", self.target, self.source)
-    }
-}
-
-impl StdError for ConnectError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.source)
     }
 }
 

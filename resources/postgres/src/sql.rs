@@ -8,16 +8,14 @@
 //! its own statement counts as possibly changing the session, which only costs one reset round
 //! trip on release.
 
-/// What running a piece of SQL may leave behind once it has finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Effect {
-    /// Nothing outlives the statements: plain queries, DML, most DDL, `SET LOCAL`.
-    Contained,
-    /// The session may have changed: an open transaction (`BEGIN`), settings (`SET`), temporary
-    /// tables, `LISTEN`, cursors, SQL-level prepared statements, session advisory locks, or a
-    /// statement not recognised.
-    Session,
-}
+/// What running a piece of SQL may leave behind once it has finished. PostgreSQL's classifier
+/// uses two of its values: [`Effect::Contained`], nothing outlives the statements (plain
+/// queries, DML, most DDL, `SET LOCAL`); [`Effect::Session`], the session may have changed (an
+/// open transaction (`BEGIN`), settings (`SET`), temporary tables, `LISTEN`, cursors, SQL-level
+/// prepared statements, session advisory locks, or a statement not recognised), which a reset
+/// undoes.
+pub(crate) use nebula_resource_sqlx::Effect;
+use nebula_resource_sqlx::lex::{is_word_continue, line_end, skip_quoted, word_end};
 
 /// Statements that begin with one of these keywords leave nothing behind, unless they mention a
 /// session-scoped function or create a temporary object (see [`Statement::word`]).
@@ -86,10 +84,7 @@ pub(crate) fn effect_of(sql: &str) -> Effect {
                 i += 1;
             }
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = bytes[i..]
-                    .iter()
-                    .position(|&c| c == b'\n')
-                    .map_or(bytes.len(), |end| i + end + 1);
+                i = line_end(bytes, i);
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => match skip_block_comment(bytes, i) {
                 Some(end) => i = end,
@@ -122,10 +117,7 @@ pub(crate) fn effect_of(sql: &str) -> Effect {
                 }
             },
             b if is_word_start(b) => {
-                let end = i + bytes[i..]
-                    .iter()
-                    .position(|&c| !is_word_continue(c))
-                    .unwrap_or(bytes.len() - i);
+                let end = word_end(bytes, i);
                 // `E'…'`: an escape string, where a backslash escapes the quote.
                 if end - i == 1 && matches!(b, b'e' | b'E') && bytes.get(end) == Some(&b'\'') {
                     match skip_quoted(bytes, end, b'\'', true) {
@@ -155,10 +147,6 @@ fn is_word_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
-fn is_word_continue(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
-}
-
 /// The end (exclusive) of the nested `/* … */` comment starting at `start`, or `None` if it is
 /// not closed.
 fn skip_block_comment(bytes: &[u8], start: usize) -> Option<usize> {
@@ -178,27 +166,6 @@ fn skip_block_comment(bytes: &[u8], start: usize) -> Option<usize> {
                 }
             }
             _ => i += 1,
-        }
-    }
-    None
-}
-
-/// The end (exclusive) of the literal opened by `quote` at `start`; a doubled quote stands for
-/// itself, and with `backslash_escapes` so does a backslash-escaped one. `None` if not closed.
-fn skip_quoted(bytes: &[u8], start: usize, quote: u8, backslash_escapes: bool) -> Option<usize> {
-    let mut i = start + 1;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if backslash_escapes && b == b'\\' {
-            i += 2;
-        } else if b == quote {
-            if bytes.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return Some(i + 1);
-            }
-        } else {
-            i += 1;
         }
     }
     None

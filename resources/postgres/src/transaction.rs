@@ -4,10 +4,10 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{Connection, PgConnection, Postgres, Transaction};
+use nebula_resource_sqlx::WatchedTransaction;
+use sqlx::PgConnection;
 
-use crate::connection::Session;
-use crate::sql::Effect;
+use crate::connection::{Dialect, Session};
 
 /// A transaction on a [`PostgresConnection`](crate::PostgresConnection), begun with
 /// [`PostgresConnection::begin`](crate::PostgresConnection::begin) (or, nested, as a savepoint
@@ -21,26 +21,17 @@ use crate::sql::Effect;
 /// Like the connection, it derefs to sqlx's [`PgConnection`]; a mutable use of that (such as
 /// `&mut *tx`) works but cannot be watched, so the session is reset on release.
 pub struct PostgresTransaction<'c> {
-    tx: Transaction<'c, Postgres>,
-    session: &'c mut Session,
+    inner: WatchedTransaction<'c, Dialect>,
 }
 
 impl<'c> PostgresTransaction<'c> {
-    pub(crate) async fn start(
-        conn: &'c mut PgConnection,
-        session: &'c mut Session,
-    ) -> Result<Self, sqlx::Error> {
-        session.start(Effect::Contained);
-        let begun = conn.begin().await;
-        session.finish(begun.as_ref().err());
-        let tx = begun?;
-        session.open_transactions += 1;
-        Ok(Self { tx, session })
+    pub(crate) fn new(inner: WatchedTransaction<'c, Dialect>) -> Self {
+        Self { inner }
     }
 
     /// The raw connection and the session record, borrowed apart.
     pub(crate) fn parts(&mut self) -> (&mut PgConnection, &mut Session) {
-        (&mut *self.tx, &mut *self.session)
+        self.inner.parts()
     }
 
     /// Begin a nested transaction: a savepoint, released by its `commit` and rolled back to by
@@ -55,7 +46,7 @@ impl<'c> PostgresTransaction<'c> {
     /// Cancel safe: if the future is dropped before it completes, the connection is reset
     /// before it is reused.
     pub async fn begin(&mut self) -> Result<PostgresTransaction<'_>, sqlx::Error> {
-        PostgresTransaction::start(&mut self.tx, &mut *self.session).await
+        self.inner.begin().await.map(PostgresTransaction::new)
     }
 
     /// Commit (`COMMIT`, or `RELEASE SAVEPOINT` for a nested transaction).
@@ -70,14 +61,7 @@ impl<'c> PostgresTransaction<'c> {
     /// If the future is dropped before it completes, whether the transaction committed is
     /// unknown; the connection is reset before it is reused.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Self { tx, session } = self;
-        session.start(Effect::Contained);
-        let committed = tx.commit().await;
-        session.finish(committed.as_ref().err());
-        if committed.is_ok() {
-            session.open_transactions -= 1;
-        }
-        committed
+        self.inner.commit().await
     }
 
     /// Roll back (`ROLLBACK`, or `ROLLBACK TO SAVEPOINT` for a nested transaction).
@@ -91,14 +75,7 @@ impl<'c> PostgresTransaction<'c> {
     /// Cancel safe: if the future is dropped before it completes, the connection is reset
     /// before it is reused.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        let Self { tx, session } = self;
-        session.start(Effect::Contained);
-        let rolled_back = tx.rollback().await;
-        session.finish(rolled_back.as_ref().err());
-        if rolled_back.is_ok() {
-            session.open_transactions -= 1;
-        }
-        rolled_back
+        self.inner.rollback().await
     }
 }
 
@@ -106,7 +83,7 @@ impl Deref for PostgresTransaction<'_> {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.tx
+        &self.inner
     }
 }
 
@@ -114,8 +91,7 @@ impl DerefMut for PostgresTransaction<'_> {
     /// The raw connection. What is done with it cannot be watched, so the session counts as
     /// changed: it is reset on release.
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.session.dirty = true;
-        &mut self.tx
+        &mut self.inner
     }
 }
 
@@ -129,7 +105,7 @@ impl AsMut<PgConnection> for PostgresTransaction<'_> {
 impl fmt::Debug for PostgresTransaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresTransaction")
-            .field("broken", &self.session.broken)
+            .field("broken", &self.inner.session().broken)
             .finish_non_exhaustive()
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nebula_resource::{Config, Error, redact_url};
+use nebula_resource_sqlx::config::{check_timeout, decode_percent, query_parameters};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use crate::memory::MemoryDatabase;
@@ -294,22 +295,13 @@ impl Config for SqliteConfig {
                 }
             }
         }
-        if self.busy_timeout.is_zero() {
-            return Err(Error::config(
-                "busy_timeout",
-                "must be greater than zero (a zero timeout fails every statement that meets a \
-                 lock at once)",
-            ));
-        }
-        if self.busy_timeout > MAX_BUSY_TIMEOUT {
-            return Err(Error::config(
-                "busy_timeout",
-                format!(
-                    "must be at most {MAX_BUSY_TIMEOUT:?} (got {:?})",
-                    self.busy_timeout
-                ),
-            ));
-        }
+        check_timeout(
+            "busy_timeout",
+            self.busy_timeout,
+            MAX_BUSY_TIMEOUT,
+            "must be greater than zero (a zero timeout fails every statement that meets a lock \
+             at once)",
+        )?;
         if self.statement_cache_capacity == 0
             || self.statement_cache_capacity > MAX_STATEMENT_CACHE_CAPACITY
         {
@@ -407,12 +399,8 @@ fn parse_url(url: &str) -> Result<ParsedUrl, Error> {
         immutable: false,
         vfs: None,
     };
-    for pair in query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter(|p| !p.is_empty())
-    {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in query_parameters(query) {
+        let value = value.unwrap_or("");
         let bad =
             |rule: &str| Error::config("url", format!("parameter `{key}` in `{shown}` {rule}"));
         if !URL_PARAMETERS.contains(&key) {
@@ -463,24 +451,6 @@ fn parse_url(url: &str) -> Result<ParsedUrl, Error> {
         }
     }
     Ok(parsed)
-}
-
-/// `%XX`-decode `text` into UTF-8; `None` if it is not valid.
-fn decode_percent(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 impl fmt::Display for SqliteConfig {

@@ -8,6 +8,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use nebula_resource::Error;
+use nebula_resource_sqlx::{Driver, WatchedConnection};
 use sqlx::{Connection, SqlSafeStr};
 
 use crate::fatal::is_fatal;
@@ -20,47 +21,23 @@ use crate::transaction::SqliteTransaction;
 /// after anything queued before, such as the `ROLLBACK` of a dropped transaction.
 const RESET: &str = "SAVEPOINT nebula_reset; ROLLBACK";
 
+/// SQLite's rules for the shared statement watching: its classifier and its fatal errors.
+pub(crate) struct Dialect;
+
+impl Driver for Dialect {
+    type Database = sqlx::Sqlite;
+
+    fn effect_of(sql: &str) -> Effect {
+        effect_of(sql)
+    }
+
+    fn is_fatal(err: &sqlx::Error) -> bool {
+        is_fatal(err)
+    }
+}
+
 /// What the pool knows about a connection from the operations it has seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Session {
-    /// A fatal error was seen: the connection is unusable.
-    pub(crate) broken: bool,
-    /// An operation is in flight. Still set after it, the operation was cut off half-way, and
-    /// what it did is unknown.
-    pub(crate) busy: bool,
-    /// A transaction may be open: transaction control ran outside [`SqliteTransaction`].
-    pub(crate) transaction: bool,
-    /// The connection may differ from a fresh one beyond its transaction.
-    pub(crate) changed: bool,
-    /// [`SqliteTransaction`]s begun and not yet committed or rolled back. One dropped
-    /// unfinished stays counted: sqlx queued its `ROLLBACK`, and the release makes sure of it.
-    pub(crate) open_transactions: usize,
-}
-
-impl Session {
-    /// An operation with `effect` starts.
-    pub(crate) fn start(&mut self, effect: Effect) {
-        self.busy = true;
-        match effect {
-            Effect::Contained => {}
-            Effect::Transaction => self.transaction = true,
-            Effect::Session => self.changed = true,
-        }
-    }
-
-    /// The operation started last finished with `error`, if any.
-    pub(crate) fn finish(&mut self, error: Option<&sqlx::Error>) {
-        self.busy = false;
-        if error.is_some_and(is_fatal) {
-            self.broken = true;
-        }
-    }
-
-    /// Whether a rollback is needed before the connection is reused.
-    fn needs_rollback(&self) -> bool {
-        self.transaction || self.busy || self.open_transactions > 0
-    }
-}
+pub(crate) type Session = nebula_resource_sqlx::Session<Dialect>;
 
 /// A pooled SQLite connection: what a [`Guard<Sqlite>`](nebula_resource::Guard) derefs to.
 ///
@@ -103,21 +80,19 @@ impl Session {
 /// watched, so any mutable use of it (`&mut **guard`) counts as a change: the connection is
 /// closed on release.
 pub struct SqliteConnection {
-    conn: sqlx::sqlite::SqliteConnection,
-    session: Session,
+    inner: WatchedConnection<Dialect>,
 }
 
 impl SqliteConnection {
     pub(crate) fn new(conn: sqlx::sqlite::SqliteConnection) -> Self {
         Self {
-            conn,
-            session: Session::default(),
+            inner: WatchedConnection::new(conn),
         }
     }
 
     /// The raw connection and the session record, borrowed apart.
     pub(crate) fn parts(&mut self) -> (&mut sqlx::sqlite::SqliteConnection, &mut Session) {
-        (&mut self.conn, &mut self.session)
+        self.inner.parts()
     }
 
     /// Begin a transaction (`BEGIN`, deferred). Run its statements with `&mut tx`, then
@@ -132,7 +107,7 @@ impl SqliteConnection {
     /// Cancel safe: if the future is dropped before it completes, the connection is rolled
     /// back before it is reused.
     pub async fn begin(&mut self) -> Result<SqliteTransaction<'_>, sqlx::Error> {
-        SqliteTransaction::start(&mut self.conn, &mut self.session).await
+        self.inner.begin().await.map(SqliteTransaction::new)
     }
 
     /// Begin a transaction with a statement of your own: `BEGIN IMMEDIATE` takes the write lock
@@ -150,8 +125,10 @@ impl SqliteConnection {
         &mut self,
         statement: impl SqlSafeStr,
     ) -> Result<SqliteTransaction<'_>, sqlx::Error> {
-        SqliteTransaction::start_with(&mut self.conn, &mut self.session, statement.into_sql_str())
+        self.inner
+            .begin_with(statement.into_sql_str())
             .await
+            .map(SqliteTransaction::new)
     }
 
     /// Make sure the connection's worker thread is alive and answering.
@@ -165,50 +142,46 @@ impl SqliteConnection {
     /// Cancel safe: if the future is dropped before it completes, the connection is rolled
     /// back before it is reused.
     pub async fn ping(&mut self) -> Result<(), sqlx::Error> {
-        self.session.start(Effect::Contained);
-        let pinged = self.conn.ping().await;
-        self.session.finish(pinged.as_ref().err());
-        pinged
+        self.inner.ping().await
     }
 
     /// Whether a fatal error was seen on this connection. A broken connection is destroyed when
     /// its guard is dropped.
     pub fn is_broken(&self) -> bool {
-        self.session.broken
+        self.inner.session().broken
     }
 
     /// Whether the connection may have changed beyond its transaction; it is then closed on
     /// release.
     pub fn is_session_changed(&self) -> bool {
-        self.session.changed
+        self.inner.session().changed
     }
 
     /// Count the connection as changed although nothing the pool could see changed it (it is
     /// then closed on release): after registering a function or a hook of your own through the
     /// raw connection's handle.
     pub fn mark_session_changed(&mut self) {
-        self.session.changed = true;
+        self.inner.session_mut().changed = true;
     }
 
     /// Tell the pool about an error from an operation it could not watch: a fatal one
     /// ([`is_fatal`](crate::is_fatal)) marks the connection broken. Returns whether it was
     /// fatal.
     pub fn record_error(&mut self, err: &sqlx::Error) -> bool {
-        let fatal = is_fatal(err);
-        self.session.broken |= fatal;
-        fatal
+        self.inner.record_error(err)
     }
 
     /// The sqlx connection, for good (after [`Guard::detach`](nebula_resource::Guard::detach)).
     pub fn into_inner(self) -> sqlx::sqlite::SqliteConnection {
-        self.conn
+        self.inner.into_inner()
     }
 
     /// Whether the pool must not reuse this connection: it is broken, it changed, or sqlx still
     /// counts a transaction open on it (only a `Transaction` that was never dropped does that,
     /// and sqlx offers no way to settle its count). Cheap: no call into SQLite.
     pub(crate) fn must_retire(&self) -> bool {
-        self.session.broken || self.session.changed || self.conn.is_in_transaction()
+        let session = self.inner.session();
+        session.broken || session.changed || self.inner.is_in_transaction()
     }
 
     /// Bring the connection back to a state fit for the next user: nothing to do for a clean
@@ -219,16 +192,17 @@ impl SqliteConnection {
                 "the connection is broken, changed, or a transaction was leaked",
             ));
         }
-        if !self.session.needs_rollback() {
+        let (conn, session) = self.inner.parts();
+        if !session.needs_rollback() {
             return Ok(());
         }
-        self.session.start(Effect::Contained);
-        let reset = sqlx::raw_sql(RESET).execute(&mut self.conn).await;
-        self.session.finish(reset.as_ref().err());
+        session.start(Effect::Contained);
+        let reset = sqlx::raw_sql(RESET).execute(conn).await;
+        session.finish(reset.as_ref().err());
         match reset {
             Ok(_) => {
-                self.session.transaction = false;
-                self.session.open_transactions = 0;
+                session.transaction = false;
+                session.open_transactions = 0;
                 Ok(())
             }
             Err(err) => Err(Error::recycle(err)),
@@ -237,17 +211,9 @@ impl SqliteConnection {
 
     /// Close gracefully (finalize statements, close the database, end the worker thread).
     pub(crate) async fn close(self) {
-        if let Err(err) = self.conn.close().await {
+        if let Err(err) = self.inner.into_inner().close().await {
             tracing::debug!(error = %err, "closing a sqlite connection failed");
         }
-    }
-}
-
-/// `Effect` of a `begin_with` statement beyond the transaction it starts.
-pub(crate) fn begin_statement_effect(sql: &str) -> Effect {
-    match effect_of(sql) {
-        Effect::Session => Effect::Session,
-        Effect::Contained | Effect::Transaction => Effect::Contained,
     }
 }
 
@@ -255,7 +221,7 @@ impl Deref for SqliteConnection {
     type Target = sqlx::sqlite::SqliteConnection;
 
     fn deref(&self) -> &sqlx::sqlite::SqliteConnection {
-        &self.conn
+        &self.inner
     }
 }
 
@@ -263,8 +229,7 @@ impl DerefMut for SqliteConnection {
     /// The raw connection. What is done with it cannot be watched, so the connection counts as
     /// changed.
     fn deref_mut(&mut self) -> &mut sqlx::sqlite::SqliteConnection {
-        self.session.changed = true;
-        &mut self.conn
+        &mut self.inner
     }
 }
 
@@ -278,47 +243,22 @@ impl AsMut<sqlx::sqlite::SqliteConnection> for SqliteConnection {
 impl fmt::Debug for SqliteConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteConnection")
-            .field("broken", &self.session.broken)
-            .field("session_changed", &self.session.changed)
-            .field("needs_rollback", &self.session.needs_rollback())
+            .field("broken", &self.inner.session().broken)
+            .field("session_changed", &self.inner.session().changed)
+            .field("needs_rollback", &self.inner.session().needs_rollback())
             .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Effect, Session, begin_statement_effect};
+    use nebula_resource_sqlx::begin_statement_effect;
+
+    use super::{Dialect, Effect, Session};
 
     #[test]
-    fn effects_mark_the_session() {
+    fn a_crashed_worker_breaks_the_connection() {
         let mut session = Session::default();
-        session.start(Effect::Contained);
-        session.finish(None);
-        assert_eq!(session, Session::default());
-
-        session.start(Effect::Transaction);
-        session.finish(None);
-        assert!(session.transaction && !session.changed && session.needs_rollback());
-
-        let mut session = Session::default();
-        session.start(Effect::Session);
-        session.finish(None);
-        assert!(session.changed && !session.needs_rollback());
-    }
-
-    #[test]
-    fn a_cut_off_operation_needs_a_rollback() {
-        let mut session = Session::default();
-        session.start(Effect::Contained);
-        assert!(session.busy && session.needs_rollback());
-    }
-
-    #[test]
-    fn only_fatal_errors_break_the_connection() {
-        let mut session = Session::default();
-        session.start(Effect::Contained);
-        session.finish(Some(&sqlx::Error::RowNotFound));
-        assert!(!session.broken && !session.busy);
         session.start(Effect::Contained);
         session.finish(Some(&sqlx::Error::WorkerCrashed));
         assert!(session.broken);
@@ -326,9 +266,12 @@ mod tests {
 
     #[test]
     fn begin_statements_only_count_their_session_effects() {
-        assert_eq!(begin_statement_effect("BEGIN IMMEDIATE"), Effect::Contained);
         assert_eq!(
-            begin_statement_effect("PRAGMA foreign_keys = OFF; BEGIN"),
+            begin_statement_effect::<Dialect>("BEGIN IMMEDIATE"),
+            Effect::Contained
+        );
+        assert_eq!(
+            begin_statement_effect::<Dialect>("PRAGMA foreign_keys = OFF; BEGIN"),
             Effect::Session
         );
     }

@@ -66,50 +66,9 @@ pub fn is_fatal_code(code: i32) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-    use std::error::Error as StdError;
-    use std::fmt;
-
-    use sqlx::error::{DatabaseError, ErrorKind};
+    use nebula_resource_sqlx::testing::database_error as database;
 
     use super::{is_fatal, is_fatal_code};
-
-    /// A SQLite error as sqlx reports it: the extended result code as text.
-    #[derive(Debug)]
-    struct Coded(i32);
-
-    impl fmt::Display for Coded {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "(code: {})", self.0)
-        }
-    }
-
-    impl StdError for Coded {}
-
-    impl DatabaseError for Coded {
-        fn message(&self) -> &str {
-            "coded"
-        }
-        fn code(&self) -> Option<Cow<'_, str>> {
-            Some(Cow::Owned(self.0.to_string()))
-        }
-        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
-            self
-        }
-        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
-            self
-        }
-        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
-            self
-        }
-        fn kind(&self) -> ErrorKind {
-            ErrorKind::Other
-        }
-    }
-
-    fn database(code: i32) -> sqlx::Error {
-        sqlx::Error::Database(Box::new(Coded(code)))
-    }
 
     #[test]
     fn io_corruption_and_lost_files_are_fatal() {

@@ -1,9 +1,7 @@
 //! [`Sqlite`]: the resource — how a pooled connection is opened, checked, reset and closed.
 
-use std::error::Error as StdError;
-use std::fmt;
-
 use nebula_resource::{CreateContext, Error, Resource};
+use nebula_resource_sqlx::resource::ConnectError;
 use sqlx::ConnectOptions;
 
 use crate::config::SqliteConfig;
@@ -36,12 +34,8 @@ impl Resource for Sqlite {
         _ctx: &CreateContext,
     ) -> Result<SqliteConnection, Error> {
         let options = config.connect_options()?;
-        let failed = |source| {
-            Error::create(OpenError {
-                target: config.to_string(),
-                source,
-            })
-        };
+        let failed =
+            |source| Error::create(ConnectError::new("opening", config.to_string(), source));
         if let Some(memory) = config.memory() {
             memory.keep_alive(&options).await.map_err(failed)?;
         }
@@ -63,24 +57,5 @@ impl Resource for Sqlite {
 
     async fn destroy(&self, conn: SqliteConnection) {
         conn.close().await;
-    }
-}
-
-/// A failed open: which database, and the driver's error.
-#[derive(Debug)]
-struct OpenError {
-    target: String,
-    source: sqlx::Error,
-}
-
-impl fmt::Display for OpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "opening {}: {}", self.target, self.source)
-    }
-}
-
-impl StdError for OpenError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.source)
     }
 }

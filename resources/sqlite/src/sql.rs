@@ -6,20 +6,14 @@
 //! is conservative: a statement it does not recognise counts as possibly changing the
 //! connection, which only costs a reconnect (cheap for SQLite) on release.
 
-/// What running a piece of SQL may leave behind once it has finished. Ordered: a batch has the
-/// greatest effect of its statements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Effect {
-    /// Nothing outlives the statement, or the transaction it runs in: queries, DML, DDL,
-    /// `PRAGMA` queries.
-    Contained,
-    /// Transaction control (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`): a
-    /// transaction may be left open, which a `ROLLBACK` ends.
-    Transaction,
-    /// The connection may have changed beyond what `ROLLBACK` undoes: a `PRAGMA` setting,
-    /// `ATTACH`/`DETACH`, a temporary table, view or trigger, or a statement not recognised.
-    Session,
-}
+/// What running a piece of SQL may leave behind once it has finished: for SQLite,
+/// [`Effect::Transaction`] is transaction control (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`,
+/// `SAVEPOINT`, `RELEASE`), which a `ROLLBACK` ends; [`Effect::Session`] is a change beyond what
+/// `ROLLBACK` undoes (a `PRAGMA` setting, `ATTACH`/`DETACH`, a temporary table, view or
+/// trigger) or a statement not recognised. Queries, DML, DDL and `PRAGMA` queries are
+/// [`Effect::Contained`].
+pub(crate) use nebula_resource_sqlx::Effect;
+use nebula_resource_sqlx::lex::{self, find, is_word_continue, line_end, word_end};
 
 /// Statements that begin with one of these keywords leave nothing behind (`CREATE` unless the
 /// object is temporary; see [`Statement::word`]).
@@ -72,17 +66,11 @@ pub(crate) fn effect_of(sql: &str) -> Effect {
                 i += 1;
             }
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = bytes[i..]
-                    .iter()
-                    .position(|&c| c == b'\n')
-                    .map_or(bytes.len(), |end| i + end + 1);
+                i = line_end(bytes, i);
             }
             // SQLite lets a block comment run to the end of the input.
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = bytes[i + 2..]
-                    .windows(2)
-                    .position(|w| w == b"*/")
-                    .map_or(bytes.len(), |end| i + 2 + end + 2);
+                i = find(&bytes[i + 2..], b"*/").map_or(bytes.len(), |end| i + 2 + end + 2);
             }
             b'\'' => match skip_quoted(bytes, i, b'\'') {
                 Some(end) => {
@@ -102,10 +90,7 @@ pub(crate) fn effect_of(sql: &str) -> Effect {
                 }
             }
             b if is_word_continue(b) => {
-                let end = i + bytes[i..]
-                    .iter()
-                    .position(|&c| !is_word_continue(c))
-                    .unwrap_or(bytes.len() - i);
+                let end = word_end(bytes, i);
                 statement.word(&sql[i..end], false);
                 i = end;
             }
@@ -128,26 +113,13 @@ pub(crate) fn effect_of(sql: &str) -> Effect {
     effect.max(statement.finish())
 }
 
-fn is_word_continue(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
-}
-
 /// The end (exclusive) of the literal opened at `start` and closed by `close`; a doubled `close`
 /// stands for itself (except in `[…]`, where it cannot appear). `None` if not closed.
 fn skip_quoted(bytes: &[u8], start: usize, close: u8) -> Option<usize> {
-    let mut i = start + 1;
-    while i < bytes.len() {
-        if bytes[i] == close {
-            if close != b']' && bytes.get(i + 1) == Some(&close) {
-                i += 2;
-            } else {
-                return Some(i + 1);
-            }
-        } else {
-            i += 1;
-        }
+    if close == b']' {
+        return find(&bytes[start + 1..], b"]").map(|end| start + 1 + end + 1);
     }
-    None
+    lex::skip_quoted(bytes, start, close, false)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -4,10 +4,9 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{Connection, SqlStr, Sqlite, Transaction};
+use nebula_resource_sqlx::WatchedTransaction;
 
-use crate::connection::{Session, begin_statement_effect};
-use crate::sql::Effect;
+use crate::connection::{Dialect, Session};
 
 /// A transaction on a [`SqliteConnection`](crate::SqliteConnection), begun with
 /// [`SqliteConnection::begin`](crate::SqliteConnection::begin) (or, nested, as a savepoint with
@@ -22,43 +21,17 @@ use crate::sql::Effect;
 /// [`SqliteConnection`](sqlx::sqlite::SqliteConnection); a mutable use of that cannot be watched,
 /// so it counts as a change of the connection, which is then closed on release.
 pub struct SqliteTransaction<'c> {
-    tx: Transaction<'c, Sqlite>,
-    session: &'c mut Session,
+    inner: WatchedTransaction<'c, Dialect>,
 }
 
 impl<'c> SqliteTransaction<'c> {
-    pub(crate) async fn start(
-        conn: &'c mut sqlx::sqlite::SqliteConnection,
-        session: &'c mut Session,
-    ) -> Result<Self, sqlx::Error> {
-        session.start(Effect::Contained);
-        let begun = conn.begin().await;
-        Self::begun(begun, session)
-    }
-
-    pub(crate) async fn start_with(
-        conn: &'c mut sqlx::sqlite::SqliteConnection,
-        session: &'c mut Session,
-        statement: SqlStr,
-    ) -> Result<Self, sqlx::Error> {
-        session.start(begin_statement_effect(statement.as_str()));
-        let begun = conn.begin_with(statement).await;
-        Self::begun(begun, session)
-    }
-
-    fn begun(
-        begun: Result<Transaction<'c, Sqlite>, sqlx::Error>,
-        session: &'c mut Session,
-    ) -> Result<Self, sqlx::Error> {
-        session.finish(begun.as_ref().err());
-        let tx = begun?;
-        session.open_transactions += 1;
-        Ok(Self { tx, session })
+    pub(crate) fn new(inner: WatchedTransaction<'c, Dialect>) -> Self {
+        Self { inner }
     }
 
     /// The raw connection and the session record, borrowed apart.
     pub(crate) fn parts(&mut self) -> (&mut sqlx::sqlite::SqliteConnection, &mut Session) {
-        (&mut *self.tx, &mut *self.session)
+        self.inner.parts()
     }
 
     /// Begin a nested transaction: a savepoint, released by its `commit` and rolled back to by
@@ -73,7 +46,7 @@ impl<'c> SqliteTransaction<'c> {
     /// Cancel safe: if the future is dropped before it completes, the connection is rolled
     /// back before it is reused.
     pub async fn begin(&mut self) -> Result<SqliteTransaction<'_>, sqlx::Error> {
-        SqliteTransaction::start(&mut self.tx, &mut *self.session).await
+        self.inner.begin().await.map(SqliteTransaction::new)
     }
 
     /// Commit (`COMMIT`, or `RELEASE SAVEPOINT` for a nested transaction).
@@ -88,14 +61,7 @@ impl<'c> SqliteTransaction<'c> {
     /// If the future is dropped before it completes, whether the transaction committed is
     /// unknown; the connection is rolled back before it is reused.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Self { tx, session } = self;
-        session.start(Effect::Contained);
-        let committed = tx.commit().await;
-        session.finish(committed.as_ref().err());
-        if committed.is_ok() {
-            session.open_transactions -= 1;
-        }
-        committed
+        self.inner.commit().await
     }
 
     /// Roll back (`ROLLBACK`, or `ROLLBACK TO SAVEPOINT` for a nested transaction).
@@ -109,14 +75,7 @@ impl<'c> SqliteTransaction<'c> {
     /// Cancel safe: if the future is dropped before it completes, the connection is rolled
     /// back before it is reused.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        let Self { tx, session } = self;
-        session.start(Effect::Contained);
-        let rolled_back = tx.rollback().await;
-        session.finish(rolled_back.as_ref().err());
-        if rolled_back.is_ok() {
-            session.open_transactions -= 1;
-        }
-        rolled_back
+        self.inner.rollback().await
     }
 }
 
@@ -124,7 +83,7 @@ impl Deref for SqliteTransaction<'_> {
     type Target = sqlx::sqlite::SqliteConnection;
 
     fn deref(&self) -> &sqlx::sqlite::SqliteConnection {
-        &self.tx
+        &self.inner
     }
 }
 
@@ -132,8 +91,7 @@ impl DerefMut for SqliteTransaction<'_> {
     /// The raw connection. What is done with it cannot be watched, so the connection counts as
     /// changed.
     fn deref_mut(&mut self) -> &mut sqlx::sqlite::SqliteConnection {
-        self.session.changed = true;
-        &mut self.tx
+        &mut self.inner
     }
 }
 
@@ -147,7 +105,7 @@ impl AsMut<sqlx::sqlite::SqliteConnection> for SqliteTransaction<'_> {
 impl fmt::Debug for SqliteTransaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteTransaction")
-            .field("broken", &self.session.broken)
+            .field("broken", &self.inner.session().broken)
             .finish_non_exhaustive()
     }
 }
