@@ -108,3 +108,112 @@ async fn bad_sizes_and_wrong_registrations_are_rejected() {
         .await
         .expect("shutdown");
 }
+
+/// Random resizes (1 to 16) every millisecond under a 64-task load with random holds and
+/// cancellations: no instance is handed to two guards, never more than the largest size are
+/// alive, and once the size settles the pool converges to it with no place lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_resizes_under_load_converge_and_lose_nothing() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let seed: u64 = rand::random();
+    eprintln!("resize stress seed {seed}");
+    let probe = Probe::new();
+    let manager = common::pool_manager(
+        &probe,
+        PoolConfig::default()
+            .max_size(16)
+            .acquire_timeout(Duration::from_secs(30)),
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let resizer = {
+        let manager = manager.clone();
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed);
+            while !stop.load(Ordering::SeqCst) {
+                let size = rng.random_range(1..=16);
+                manager
+                    .resize::<TestResource>(size, rng.random_range(0..=size.min(2)))
+                    .expect("resize");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let tasks: Vec<_> = (0..64u64)
+        .map(|t| {
+            let manager = manager.clone();
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(seed ^ t.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                for _ in 0..500 {
+                    let roll = rng.random_range(0..100u32);
+                    let guard = if roll < 10 {
+                        tokio::time::timeout(
+                            Duration::from_micros(rng.random_range(0..100)),
+                            manager.acquire::<TestResource>(),
+                        )
+                        .await
+                        .ok()
+                        .map(|acquired| acquired.expect("acquire"))
+                    } else {
+                        Some(manager.acquire::<TestResource>().await.expect("acquire"))
+                    };
+                    let Some(guard) = guard else { continue };
+                    assert!(
+                        !guard.busy.swap(true, Ordering::SeqCst),
+                        "instance handed to two guards"
+                    );
+                    if roll % 3 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    guard.busy.store(false, Ordering::SeqCst);
+                    drop(guard);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a load task failed");
+    }
+    stop.store(true, Ordering::SeqCst);
+    resizer.await.expect("resizer");
+    assert!(probe.max_alive.load(Ordering::SeqCst) <= 16);
+
+    manager.resize::<TestResource>(4, 0).expect("resize");
+    let handle = manager.handle::<TestResource>().expect("handle");
+    // The surplus is destroyed on the release worker: wait for it.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while handle.stats().size > 4 || handle.stats().releasing > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the pool did not shrink: {:?}", handle.stats()));
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.in_use, stats.waiters, stats.max_size),
+        (0, 0, 4),
+        "{stats:?}"
+    );
+    assert_eq!(probe.alive(), stats.size, "{stats:?}");
+    // No place was lost: four guards at once, without waiting long.
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        all.push(
+            tokio::time::timeout(Duration::from_secs(5), manager.acquire::<TestResource>())
+                .await
+                .expect("a place was lost")
+                .expect("acquire"),
+        );
+    }
+    drop(all);
+    manager
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    assert_eq!(probe.alive(), 0);
+}
