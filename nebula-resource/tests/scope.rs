@@ -339,3 +339,30 @@ async fn build_rejects_a_resource_depending_on_a_narrower_scope() {
         "{text}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_every_live_scope_and_waits_for_its_guards() {
+    let log: Log = Arc::default();
+    let manager = manager(&log).await;
+    let ctx = Context::tenant("acme")
+        .with_workflow("w")
+        .with_execution("e");
+    let held = manager.acquire_in::<Session>(&ctx).await.expect("acquire");
+    let shutting_down = {
+        let manager = manager.clone();
+        tokio::spawn(async move { manager.shutdown(Duration::from_secs(60)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!shutting_down.is_finished(), "waits for the session in use");
+    let err = manager
+        .acquire_in::<Session>(&ctx)
+        .await
+        .expect_err("shutting down");
+    assert_eq!(err.kind(), ErrorKind::ShuttingDown);
+    drop(held);
+    shutting_down.await.expect("task").expect("shutdown");
+    let log = log.lock().clone();
+    let tail: Vec<&str> = log.iter().rev().take(2).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["destroy session e", "destroy workspace w"]);
+    assert_eq!(scopes(&manager, "session"), 0);
+}
