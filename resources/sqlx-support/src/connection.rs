@@ -46,6 +46,10 @@ impl<D: Driver> WatchedConnection<D> {
     /// # Errors
     ///
     /// As [`WatchedTransaction::start`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WatchedTransaction::start`].
     pub async fn begin(&mut self) -> Result<WatchedTransaction<'_, D>, sqlx::Error> {
         WatchedTransaction::start(&mut self.conn, &mut self.session).await
     }
@@ -53,6 +57,10 @@ impl<D: Driver> WatchedConnection<D> {
     /// Begin a transaction with `statement`.
     ///
     /// # Errors
+    ///
+    /// As [`WatchedTransaction::start_with`].
+    ///
+    /// # Cancel safety
     ///
     /// As [`WatchedTransaction::start_with`].
     pub async fn begin_with(
@@ -67,6 +75,11 @@ impl<D: Driver> WatchedConnection<D> {
     /// # Errors
     ///
     /// The driver's error; a fatal one marks the session broken.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it completes, it leaves the session busy (the statement's
+    /// outcome is unknown), so the database crate's release resets or retires the connection.
     pub async fn ping(&mut self) -> Result<(), sqlx::Error> {
         self.session.start(Effect::Contained);
         let pinged = self.conn.ping().await;

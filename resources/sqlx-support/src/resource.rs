@@ -47,6 +47,10 @@ impl StdError for ConnectError {
 /// # Errors
 ///
 /// As above.
+///
+/// # Cancel safety
+///
+/// Dropping the future drops `connect`: a connection being made is abandoned, none is leaked.
 pub async fn connect_within<T>(
     target: &impl fmt::Display,
     timeout: Duration,

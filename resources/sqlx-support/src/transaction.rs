@@ -25,6 +25,11 @@ impl<'c, D: Driver> WatchedTransaction<'c, D> {
     /// # Errors
     ///
     /// The driver's error if the statement fails; a fatal one marks the session broken.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it completes, it leaves the session busy (the statement's
+    /// outcome is unknown), so the database crate's release resets or retires the connection.
     pub async fn start(
         conn: &'c mut RawConnection<D>,
         session: &'c mut Session<D>,
@@ -41,6 +46,11 @@ impl<'c, D: Driver> WatchedTransaction<'c, D> {
     ///
     /// The driver's error if the statement fails or does not start a transaction
     /// (`sqlx::Error::BeginFailed`); a fatal one marks the session broken.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it completes, it leaves the session busy (the statement's
+    /// outcome is unknown), so the database crate's release resets or retires the connection.
     pub async fn start_with(
         conn: &'c mut RawConnection<D>,
         session: &'c mut Session<D>,
@@ -76,6 +86,10 @@ impl<'c, D: Driver> WatchedTransaction<'c, D> {
     /// # Errors
     ///
     /// As [`start`](Self::start).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`start`](Self::start).
     pub async fn begin(&mut self) -> Result<WatchedTransaction<'_, D>, sqlx::Error> {
         WatchedTransaction::start(&mut *self.tx, &mut *self.session).await
     }
@@ -85,6 +99,11 @@ impl<'c, D: Driver> WatchedTransaction<'c, D> {
     /// # Errors
     ///
     /// The driver's error if the commit fails; a fatal one marks the session broken.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, whether the transaction committed is unknown: the session
+    /// stays busy and the transaction counted open, so the release rolls back or retires.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         let Self { tx, session } = self;
         session.start(Effect::Contained);
@@ -101,6 +120,11 @@ impl<'c, D: Driver> WatchedTransaction<'c, D> {
     /// # Errors
     ///
     /// The driver's error if the rollback fails; a fatal one marks the session broken.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it completes, it leaves the session busy (the statement's
+    /// outcome is unknown), so the database crate's release resets or retires the connection.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         let Self { tx, session } = self;
         session.start(Effect::Contained);
