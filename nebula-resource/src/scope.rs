@@ -274,11 +274,7 @@ impl<R: Resource> ScopedPools<R> {
 
     /// Fetch every live scope pool's credentials again; returns how many rotated.
     pub(crate) async fn rotate_credentials(&self) -> Result<usize, Error> {
-        let mut rotated = 0;
-        for pool in self.live() {
-            rotated += usize::from(pool.rotate_credentials().await?);
-        }
-        Ok(rotated)
+        Pool::rotate_all(self.live()).await
     }
 
     /// Replace the config: of the scopes started from now on, and of the live ones (a new

@@ -486,11 +486,7 @@ impl<R: Resource> TenantPools<R> {
 
     /// Fetch every live tenant pool's credentials again; returns how many rotated.
     pub(crate) async fn rotate_credentials(&self) -> Result<usize, Error> {
-        let mut rotated = 0;
-        for (_, pool) in self.live() {
-            rotated += usize::from(pool.rotate_credentials().await?);
-        }
-        Ok(rotated)
+        Pool::rotate_all(self.live().into_iter().map(|(_, pool)| pool)).await
     }
 
     /// Replace one tenant's config, creating its pool if needed.

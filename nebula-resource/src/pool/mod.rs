@@ -631,6 +631,18 @@ impl<R: Resource> Pool<R> {
         Ok(changed)
     }
 
+    /// [`rotate_credentials`](Self::rotate_credentials) of each of `pools` (the tenant or
+    /// scope pools of one registration), one after another; how many rotated.
+    pub(crate) async fn rotate_all(
+        pools: impl IntoIterator<Item = Arc<Self>>,
+    ) -> Result<usize, Error> {
+        let mut rotated = 0;
+        for pool in pools {
+            rotated += usize::from(pool.rotate_credentials().await?);
+        }
+        Ok(rotated)
+    }
+
     /// Replace the config: a new generation starts.
     pub(crate) fn reconfigure(self: &Arc<Self>, config: R::Config) {
         self.config.store(Arc::new(config));
