@@ -92,12 +92,12 @@ impl<D> fmt::Debug for Session<D> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{Effect, Session};
     use crate::driver::Driver;
 
     /// Classifies nothing; only I/O errors are fatal.
-    struct Test;
+    pub(crate) struct Test;
 
     impl Driver for Test {
         type Database = sqlx::Sqlite;
