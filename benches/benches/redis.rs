@@ -14,7 +14,16 @@
 //! - `ours-pool`: the pooled [`RedisDedicated`] resource with max size 16, for the pool-to-pool
 //!   comparison with deadpool;
 //! - `raw-b`: a second `raw` client, the control: its distance to `raw` is the noise floor of
-//!   this machine, printed under the table next to our ratio to `raw`.
+//!   this machine, printed under the table next to our ratio to `raw`;
+//! - `raw-same`: the driver's `ConnectionManager` inside our resource's instance, used raw —
+//!   each operation clones it and sends one command. It shares `ours`'s socket and driver task,
+//!   so `ours / raw-same` is our overhead alone: which worker a connection's driver task lands
+//!   on, the largest difference between two separately connected clients here, is the same
+//!   for both. After its round-robin, every round also times the two back to back in
+//!   [`QUADS`] A-B-B-A quads of a quarter sample each (ours, raw-same, raw-same, ours, after
+//!   an unrecorded one of ours), so a drift of the machine during the quad weighs on both
+//!   alike, and each follows a switch of contender once; `ours / raw-same` and its verdict are
+//!   the median over all quads of the row.
 //!
 //! An operation alternates `SET key <64 bytes>` and `GET key` over 16 keys per contender. For
 //! each task count (1, 16, 64, 256), `tasks` tasks share a fixed number of operations on a
@@ -31,7 +40,7 @@
 //! ```
 //!
 //! Knobs (environment variables, see `nebula_resource_benches::Settings`): `BENCH_OPS`
-//! (operations per sample, default 20000 here), `BENCH_SAMPLES` (default 7 here),
+//! (operations per sample, default 20000 here), `BENCH_SAMPLES` (default 11 here),
 //! `BENCH_WARMUP_OPS` (default `ops / 4`), `BENCH_TASKS` (default `1,16,64,256`),
 //! `BENCH_TIMEOUT_MS` (watchdog per sample); and `NEBULA_BENCH_REDIS_URL` (default
 //! `redis://127.0.0.1:6379`).
@@ -48,13 +57,16 @@ use std::time::{Duration, Instant};
 
 use nebula_resource::{Policy, PoolConfig, ResourceManager};
 use nebula_resource_benches::latency::{Cell, Sample, ratios, show_ratio};
-use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, split_ops};
+use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, median, split_ops};
 use nebula_resource_redis::{Redis, RedisConfig, RedisDedicated};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, IntoConnectionInfo};
 use tokio::task::JoinSet;
+
+/// A-B-B-A quads of `ours` and `raw-same` per round (see the module doc).
+const QUADS: usize = 2;
 
 /// Keys per contender; task `t` uses key `t % KEYS`.
 const KEYS: usize = 16;
@@ -67,7 +79,7 @@ const VALUE: &str = "nebula-resource-redis-bench-value-0123456789abcdefghijklmno
 fn bench_default(name: &str) -> Option<String> {
     match name {
         "BENCH_OPS" => Some("20000".to_owned()),
-        "BENCH_SAMPLES" => Some("7".to_owned()),
+        "BENCH_SAMPLES" => Some("11".to_owned()),
         _ => None,
     }
 }
@@ -147,8 +159,8 @@ impl Contender for Deadpool {
 
 /// The contenders, in table order. `raw-b` is a second, identical raw client: how far it is
 /// from `raw` is how far two equal clients drift apart on this machine, the noise floor against
-/// which `ours / raw` is read.
-const NAMES: [&str; 5] = ["ours", "raw", "deadpool", "ours-pool", "raw-b"];
+/// which `ours / raw` is read. `raw-same` is the connection manager inside `ours`, used raw.
+const NAMES: [&str; 6] = ["ours", "raw", "deadpool", "ours-pool", "raw-b", "raw-same"];
 
 struct Clients {
     ours: Arc<Ours>,
@@ -156,6 +168,7 @@ struct Clients {
     deadpool: Arc<Deadpool>,
     ours_pool: Arc<OursPool>,
     raw_b: Arc<Raw>,
+    raw_same: Arc<Raw>,
 }
 
 impl Clients {
@@ -200,15 +213,23 @@ impl Clients {
                         .expect("build the dedicated pool");
                     ours_pool = Some(OursPool(manager));
                 }
-                _ => raw_b = Some(Raw::connect(url).await),
+                4 => raw_b = Some(Raw::connect(url).await),
+                // `raw-same` is made from `ours` below.
+                _ => {}
             }
         }
+        let ours = ours.expect("connected");
+        let raw_same = {
+            let mut connection = ours.0.acquire::<Redis>().await.expect("acquire Redis");
+            Raw(connection.manager().clone())
+        };
         Self {
-            ours: Arc::new(ours.expect("connected")),
+            ours: Arc::new(ours),
             raw: Arc::new(raw.expect("connected")),
             deadpool: Arc::new(deadpool.expect("connected")),
             ours_pool: Arc::new(ours_pool.expect("connected")),
             raw_b: Arc::new(raw_b.expect("connected")),
+            raw_same: Arc::new(raw_same),
         }
     }
 
@@ -237,7 +258,8 @@ impl Clients {
             1 => run_sample(&self.raw, keys, tasks, ops, limit).await,
             2 => run_sample(&self.deadpool, keys, tasks, ops, limit).await,
             3 => run_sample(&self.ours_pool, keys, tasks, ops, limit).await,
-            _ => run_sample(&self.raw_b, keys, tasks, ops, limit).await,
+            4 => run_sample(&self.raw_b, keys, tasks, ops, limit).await,
+            _ => run_sample(&self.raw_same, keys, tasks, ops, limit).await,
         }
     }
 }
@@ -333,14 +355,33 @@ async fn run_sample<C: Contender>(
 
 struct Row {
     tasks: usize,
-    cells: [Cell; 5],
+    cells: [Cell; 6],
+    /// `ours / raw-same` throughput and p99 of each A-B-B-A quad.
+    quads: Vec<(f64, f64)>,
+}
+
+impl Row {
+    /// The medians of the quads' `ours / raw-same` throughput and p99 ratios.
+    fn same_ratios(&self) -> (Option<f64>, Option<f64>) {
+        let (ops, p99): (Vec<f64>, Vec<f64>) = self.quads.iter().copied().unzip();
+        (median(&ops), median(&p99))
+    }
+}
+
+/// `ours / raw-same` over one quad: the A samples' mean against the B samples' mean.
+fn quad_ratios(quad: [Sample; 4]) -> (f64, f64) {
+    let [mut a1, mut b1, mut b2, mut a2] = quad;
+    let ops = (a1.ops_per_sec() + a2.ops_per_sec()) / (b1.ops_per_sec() + b2.ops_per_sec());
+    let p99 = (a1.p99_micros() + a2.p99_micros()) / (b1.p99_micros() + b2.p99_micros());
+    (ops, p99)
 }
 
 /// One row: `samples` rounds, each with fresh clients (made in a rotating order), a warm-up of
 /// every contender (pools fill up), then one measured sample of each, round-robin from a
 /// rotating start.
 async fn run_row(url: &str, keys: &Keys, settings: &Settings, tasks: usize) -> Row {
-    let mut cells: [Cell; 5] = Default::default();
+    let mut cells: [Cell; 6] = Default::default();
+    let mut quads = Vec::new();
     for round in 0..settings.samples {
         let clients = Clients::connect(url, round).await;
         for step in 0..NAMES.len() {
@@ -360,9 +401,33 @@ async fn run_row(url: &str, keys: &Keys, settings: &Settings, tasks: usize) -> R
             report_hang(index, settings, outcome.is_none());
             cells[index].record(outcome);
         }
+        for _ in 0..QUADS {
+            // An unrecorded quarter sample of ours first: in the quad, each of the two then
+            // follows a switch of contender once (A-B and B-A), and the first sample after a
+            // switch runs slower here.
+            let lead = clients
+                .sample(0, keys, tasks, settings.ops / 4, settings.timeout)
+                .await;
+            report_hang(0, settings, lead.is_none());
+            let mut quad = Vec::with_capacity(4);
+            for index in [0, 5, 5, 0] {
+                let outcome = clients
+                    .sample(index, keys, tasks, settings.ops / 4, settings.timeout)
+                    .await;
+                report_hang(index, settings, outcome.is_none());
+                quad.extend(outcome);
+            }
+            if let Ok(quad) = <[Sample; 4]>::try_from(quad) {
+                quads.push(quad_ratios(quad));
+            }
+        }
         clients.close().await;
     }
-    Row { tasks, cells }
+    Row {
+        tasks,
+        cells,
+        quads,
+    }
 }
 
 fn report_hang(index: usize, settings: &Settings, hung: bool) {
@@ -375,9 +440,11 @@ fn report_hang(index: usize, settings: &Settings, hung: bool) {
 }
 
 fn render(rows: &[Row]) -> String {
-    const HEADERS: [&str; 15] = [
+    const HEADERS: [&str; 19] = [
         "tasks",
         "ours ops/s",
+        "p99 µs",
+        "raw-same ops/s",
         "p99 µs",
         "raw ops/s",
         "p99 µs",
@@ -385,6 +452,8 @@ fn render(rows: &[Row]) -> String {
         "p99 µs",
         "ours-pool ops/s",
         "p99 µs",
+        "ours/raw-same ops",
+        "ours/raw-same p99",
         "ours/raw ops",
         "ours/raw p99",
         "ours/deadpool ops",
@@ -395,22 +464,38 @@ fn render(rows: &[Row]) -> String {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            let [ours, raw, deadpool, pool, _] = &row.cells;
+            let [ours, raw, deadpool, pool, _, same] = &row.cells;
+            let (same_ops, same_p99) = row.same_ratios();
             let (raw_ops, raw_p99) = ratios(ours, raw);
             let (dp_ops, dp_p99) = ratios(ours, deadpool);
             let (pool_ops, pool_p99) = ratios(pool, deadpool);
-            let [raw_ops, raw_p99, dp_ops, dp_p99, pool_ops, pool_p99] =
-                [raw_ops, raw_p99, dp_ops, dp_p99, pool_ops, pool_p99].map(show_ratio);
+            let [
+                same_ops,
+                same_p99,
+                raw_ops,
+                raw_p99,
+                dp_ops,
+                dp_p99,
+                pool_ops,
+                pool_p99,
+            ] = [
+                same_ops, same_p99, raw_ops, raw_p99, dp_ops, dp_p99, pool_ops, pool_p99,
+            ]
+            .map(show_ratio);
             vec![
                 row.tasks.to_string(),
                 ours.show_ops(),
                 ours.show_p99(),
+                same.show_ops(),
+                same.show_p99(),
                 raw.show_ops(),
                 raw.show_p99(),
                 deadpool.show_ops(),
                 deadpool.show_p99(),
                 pool.show_ops(),
                 pool.show_p99(),
+                same_ops,
+                same_p99,
                 raw_ops,
                 raw_p99,
                 dp_ops,
@@ -444,23 +529,36 @@ fn render(rows: &[Row]) -> String {
     out
 }
 
-/// The verdict against the targets: ours ≥ 0.97× the raw driver's throughput and p99 ≤ 1.1×.
+/// The verdict against the targets: ours ≥ 0.97× the raw driver's throughput and p99 ≤ 1.1×,
+/// against the driver on our own connection (`raw-same`) and on a connection of its own (`raw`,
+/// with the noise floor `raw-b / raw`).
 fn verdict(rows: &[Row]) -> String {
+    let meets = |throughput: f64, latency: f64| {
+        if throughput >= 0.97 && latency <= 1.1 {
+            "meets"
+        } else {
+            "MISSES"
+        }
+    };
     let mut out = String::new();
     for row in rows {
-        let [ours, raw, .., raw_b] = &row.cells;
-        let verdict = match (ratios(ours, raw), ratios(raw_b, raw)) {
-            ((Some(throughput), Some(latency)), (Some(floor_ops), Some(floor_p99))) => {
-                let ok = throughput >= 0.97 && latency <= 1.1;
-                format!(
-                    "{} (throughput {throughput:.3}x, p99 {latency:.3}x; noise floor: an \
-                     identical second raw client measured {floor_ops:.3}x, p99 {floor_p99:.3}x)",
-                    if ok { "meets" } else { "MISSES" }
-                )
-            }
-            _ => "no figures".to_owned(),
+        let [ours, raw, _, _, raw_b, _] = &row.cells;
+        let same = match row.same_ratios() {
+            (Some(throughput), Some(latency)) => format!(
+                "{} raw-same (throughput {throughput:.3}x, p99 {latency:.3}x)",
+                meets(throughput, latency)
+            ),
+            _ => "no figures for raw-same".to_owned(),
         };
-        let _ = writeln!(out, "  tasks={:<4} {verdict}", row.tasks);
+        let own = match (ratios(ours, raw), ratios(raw_b, raw)) {
+            ((Some(throughput), Some(latency)), (Some(floor_ops), Some(floor_p99))) => format!(
+                "{} raw (throughput {throughput:.3}x, p99 {latency:.3}x; noise floor: an \
+                 identical second raw client measured {floor_ops:.3}x, p99 {floor_p99:.3}x)",
+                meets(throughput, latency)
+            ),
+            _ => "no figures for raw".to_owned(),
+        };
+        let _ = writeln!(out, "  tasks={:<4} {same}; {own}", row.tasks);
     }
     out
 }
@@ -476,6 +574,10 @@ How to read this table:
     the median of the per-round ratios (every round samples all contenders back to back), so
     it can differ from the ratio of the two medians shown.
     pool/deadpool compares our dedicated-connection pool with deadpool-redis (both pools of 16).
+  * raw-same is the driver's ConnectionManager inside our resource, used raw: same socket, same
+    driver task, so ours/raw-same is our overhead alone. Its ratios are medians over A-B-B-A
+    quads (ours, raw-same, raw-same, ours; a quarter sample each), not over the rounds.
+    raw has a connection of its own.
   * The noise floor under the table: `raw-b`, a second raw client identical to `raw`, sampled
     like the others; its ratio to `raw` shows how far two equal clients drift apart here.
   * The server runs on the same 2 cores as the 2-worker runtime: absolute figures are the

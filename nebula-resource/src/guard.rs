@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::pool::resident::Resident;
+use crate::pool::resident::{Lane, Shared};
 use crate::pool::{Acquired, Pool, Slot};
 use crate::resource::Resource;
 
@@ -18,7 +18,7 @@ enum Held<R: Resource> {
         leak_key: Option<usize>,
     },
     Resident {
-        resident: Arc<Resident<R>>,
+        lane: Arc<Lane<R>>,
         instance: R::Instance,
         generation: u64,
     },
@@ -48,16 +48,12 @@ impl<R: Resource> Guard<R> {
         }
     }
 
-    pub(crate) fn resident(
-        resident: Arc<Resident<R>>,
-        instance: R::Instance,
-        generation: u64,
-    ) -> Self {
+    pub(crate) fn resident(shared: Shared<R>) -> Self {
         Self {
             held: Some(Held::Resident {
-                resident,
-                instance,
-                generation,
+                lane: shared.lane,
+                instance: shared.instance,
+                generation: shared.generation,
             }),
             acquired_at: Instant::now(),
         }
@@ -90,11 +86,11 @@ impl<R: Resource> Guard<R> {
                 slot.instance
             }
             Some(Held::Resident {
-                resident,
+                lane,
                 instance,
                 generation,
             }) => {
-                resident.release(generation, false);
+                lane.release(generation, false);
                 instance
             }
             None => unreachable!("a guard holds its instance until it is consumed"),
@@ -109,12 +105,12 @@ impl<R: Resource> Guard<R> {
                 leak_key,
             } => pool.release(slot, self.acquired_at, leak_key, tainted),
             Held::Resident {
-                resident,
+                lane,
                 generation,
                 instance,
             } => {
                 drop(instance);
-                resident.release(generation, tainted);
+                lane.release(generation, tainted);
             }
         }
     }

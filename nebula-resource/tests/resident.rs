@@ -134,3 +134,60 @@ async fn resident_without_share_fails_build_with_a_config_error() {
     assert_eq!(err.field(), Some("topology"));
     assert!(err.to_string().contains("resource `lonely`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_from_many_threads_are_counted_and_a_retired_instance_is_let_go() {
+    let manager = ResourceManager::builder()
+        .register(
+            Shared {
+                creates: Arc::new(AtomicUsize::new(0)),
+            },
+            NoConfig,
+        )
+        .build()
+        .await
+        .unwrap();
+    // Eight threads alive at once, so eight lanes; each acquires and hands its guard back.
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let acquiring: Vec<_> = (0..8)
+        .map(|_| {
+            let manager = manager.clone();
+            let barrier = Arc::clone(&barrier);
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                barrier.wait();
+                runtime.block_on(manager.acquire::<Shared>()).unwrap()
+            })
+        })
+        .collect();
+    let mut guards = Vec::new();
+    for acquired in acquiring {
+        guards.push(acquired.await.unwrap());
+    }
+    assert!(guards.iter().all(|client| client.generation == 1));
+    let in_use =
+        |manager: &ResourceManager| manager.status().resource("shared").unwrap().pool.in_use;
+    assert_eq!(in_use(&manager), 8);
+    let first = Arc::downgrade(&guards[0].broken);
+    // Released here, on a thread that acquired none of them.
+    drop(guards);
+    assert_eq!(in_use(&manager), 0);
+
+    manager.reconfigure::<Shared>(NoConfig).unwrap();
+    let client = manager.acquire::<Shared>().await.unwrap();
+    assert_eq!(client.generation, 2);
+    for _ in 0..200 {
+        if first.strong_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        first.strong_count(),
+        0,
+        "a handle of the retired instance is still alive (kept by a lane?)"
+    );
+    drop(client);
+    manager.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(in_use(&manager), 0);
+}

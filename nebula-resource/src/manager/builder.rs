@@ -134,15 +134,13 @@ impl<R: Resource> Entry for Typed<R> {
                 Arc::clone(runtime),
                 None,
             )),
-            (Setup::Shared(config), Topology::Resident) => {
-                Backend::Resident(Arc::new(Resident::new(
-                    resource,
-                    config,
-                    &self.policy,
-                    CreateContext::new(R::KEY, self.name.clone(), None, dependencies),
-                    Arc::clone(runtime),
-                )))
-            }
+            (Setup::Shared(config), Topology::Resident) => Backend::Resident(Resident::new(
+                resource,
+                config,
+                &self.policy,
+                CreateContext::new(R::KEY, self.name.clone(), None, dependencies),
+                Arc::clone(runtime),
+            )),
         };
         let registration = Arc::new(Registration::new(self.name, backend));
         (Arc::clone(&registration) as Arc<dyn Erased>, registration)

@@ -53,8 +53,8 @@ impl<R: Resource> Registration<R> {
                 Ok(Guard::pooled(Arc::clone(pool), acquired))
             }
             Backend::Resident(resident) => {
-                let (instance, generation) = resident.acquire(limit).await?;
-                Ok(Guard::resident(Arc::clone(resident), instance, generation))
+                let shared = resident.acquire(limit).await?;
+                Ok(Guard::resident(shared))
             }
             Backend::PerTenant(_) => Err(Error::other(
                 ErrorKind::TenantRejected,
