@@ -465,44 +465,23 @@ fn render(rows: &[Row]) -> String {
         .iter()
         .map(|row| {
             let [ours, raw, deadpool, pool, _, same] = &row.cells;
-            let (same_ops, same_p99) = row.same_ratios();
-            let (raw_ops, raw_p99) = ratios(ours, raw);
-            let (dp_ops, dp_p99) = ratios(ours, deadpool);
-            let (pool_ops, pool_p99) = ratios(pool, deadpool);
-            let [
-                same_ops,
-                same_p99,
-                raw_ops,
-                raw_p99,
-                dp_ops,
-                dp_p99,
-                pool_ops,
-                pool_p99,
-            ] = [
-                same_ops, same_p99, raw_ops, raw_p99, dp_ops, dp_p99, pool_ops, pool_p99,
-            ]
-            .map(show_ratio);
-            vec![
-                row.tasks.to_string(),
-                ours.show_ops(),
-                ours.show_p99(),
-                same.show_ops(),
-                same.show_p99(),
-                raw.show_ops(),
-                raw.show_p99(),
-                deadpool.show_ops(),
-                deadpool.show_p99(),
-                pool.show_ops(),
-                pool.show_p99(),
-                same_ops,
-                same_p99,
-                raw_ops,
-                raw_p99,
-                dp_ops,
-                dp_p99,
-                pool_ops,
-                pool_p99,
-            ]
+            let mut line = vec![row.tasks.to_string()];
+            for cell in [ours, same, raw, deadpool, pool] {
+                line.push(cell.show_ops());
+                line.push(cell.show_p99());
+            }
+            let pairs = [
+                row.same_ratios(),
+                ratios(ours, raw),
+                ratios(ours, deadpool),
+                ratios(pool, deadpool),
+            ];
+            line.extend(
+                pairs
+                    .into_iter()
+                    .flat_map(|(ops, p99)| [show_ratio(ops), show_ratio(p99)]),
+            );
+            line
         })
         .collect();
     let mut widths = HEADERS.map(|header| header.chars().count());
