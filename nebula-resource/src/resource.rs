@@ -118,6 +118,11 @@ pub trait Resource: Send + Sync + Sized + 'static {
     /// [`Topology::Resident`] only: the handle one acquirer gets, made from the resident instance
     /// — write `Some(instance.clone())`.
     ///
+    /// A resident keeps a few shared handles of its own (one per thread that acquires, so that
+    /// concurrent acquires share no lock) and makes most handles from those, asking
+    /// [`is_broken`](Self::is_broken) of them: a handle must see the state of the instance it
+    /// was shared from, as clones of one `Arc` do.
+    ///
     /// The default, `None`, means "cannot be shared": registering such a resource as `Resident`
     /// fails at `build()` with a [`Config`](crate::ErrorKind::Config) error naming it.
     fn share(&self, instance: &Self::Instance) -> Option<Self::Instance> {

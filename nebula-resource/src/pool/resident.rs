@@ -4,7 +4,8 @@
 //!
 //! # Lanes
 //!
-//! The hot path touches no memory that another thread writes per acquire. Each thread acquires
+//! The hot path writes nothing of ours that every thread writes (what `Resource::share` does is
+//! the resource's: cloning an `Arc` bumps a count all clones share). Each thread acquires
 //! through a lane of its own (a thread-local index into [`Resident::lanes`], padded to its own
 //! cache lines): the lane keeps a handle shared from the current instance, so an acquire locks
 //! only its lane, shares from the lane's handle and counts the new handle in the lane's own
