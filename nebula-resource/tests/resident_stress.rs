@@ -2,6 +2,8 @@
 //! release on other threads, taint and reconfigure at random. Afterwards nothing is counted in
 //! use, only the current instance is alive (no lane keeps a retired one), and shutdown lets it go.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -75,15 +77,7 @@ async fn wait_until_alive(made: &Mutex<Vec<Weak<()>>>, expected: usize) -> usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_acquires_taints_and_reconfigures_leave_nothing_counted_or_alive() {
-    let seed: u64 = std::env::var("STRESS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("resident stress seed {seed} (rerun with STRESS_SEED={seed})");
-    let ops: usize = std::env::var("STRESS_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3_000);
+    let (seed, ops) = common::stress_settings("resident stress", 3_000);
     let made = Arc::new(Mutex::new(Vec::new()));
     let manager = ResourceManager::builder()
         .register_with(

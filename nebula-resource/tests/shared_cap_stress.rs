@@ -24,15 +24,7 @@ const CAP: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_tenant_load_never_exceeds_the_cap_nor_loses_a_place() {
-    let seed: u64 = std::env::var("STRESS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("shared cap stress seed {seed} (rerun with STRESS_SEED={seed})");
-    let ops: usize = std::env::var("STRESS_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let (seed, ops) = common::stress_settings("shared cap stress", 200_000);
     let probe = Probe::new();
     let manager = ResourceManager::builder()
         .register_per_tenant_with(

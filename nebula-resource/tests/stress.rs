@@ -17,20 +17,9 @@ use rand::{Rng, SeedableRng};
 const TASKS: usize = 256;
 const MAX_SIZE: usize = 16;
 
-fn total_ops() -> usize {
-    std::env::var("STRESS_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn million_random_acquires_lose_nothing() {
-    let seed: u64 = std::env::var("STRESS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("stress seed {seed} (rerun with STRESS_SEED={seed})");
+    let (seed, total_ops) = common::stress_settings("stress", 1_000_000);
     let probe = Probe::new();
     let manager = ResourceManager::builder()
         .register_with(
@@ -48,7 +37,7 @@ async fn million_random_acquires_lose_nothing() {
         .unwrap();
     let holders = Arc::new(AtomicUsize::new(0));
     let max_holders = Arc::new(AtomicUsize::new(0));
-    let per_task = total_ops() / TASKS;
+    let per_task = total_ops / TASKS;
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
             let manager = manager.clone();

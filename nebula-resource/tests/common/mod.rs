@@ -208,3 +208,18 @@ pub async fn policy_manager(
         .await
         .expect("build a test pool")
 }
+
+/// A stress test's seed (`STRESS_SEED`, random when unset, printed so that a failure can be run
+/// again) and operation count (`STRESS_OPS`, `default_ops` when unset).
+pub fn stress_settings(name: &str, default_ops: usize) -> (u64, usize) {
+    let seed = std::env::var("STRESS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{name} seed {seed} (rerun with STRESS_SEED={seed})");
+    let ops = std::env::var("STRESS_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_ops);
+    (seed, ops)
+}
