@@ -390,14 +390,14 @@ async fn run_interleaved(
             );
             let mut latencies = (Vec::new(), Vec::new());
             for i in 0..count {
-                let set = i % 4 < 2;
+                let write = i % 4 < 2;
                 if i % 2 == 0 {
                     let began = Instant::now();
-                    ours.op(ours_key, set).await;
+                    ours.op(ours_key, write).await;
                     latencies.0.push(began.elapsed());
                 } else {
                     let began = Instant::now();
-                    same.op(same_key, set).await;
+                    same.op(same_key, write).await;
                     latencies.1.push(began.elapsed());
                 }
             }
