@@ -163,14 +163,7 @@ async fn random_resizes_under_load_converge_and_lose_nothing() {
                         Some(manager.acquire::<TestResource>().await.expect("acquire"))
                     };
                     let Some(guard) = guard else { continue };
-                    assert!(
-                        !guard.busy.swap(true, Ordering::SeqCst),
-                        "instance handed to two guards"
-                    );
-                    if roll % 3 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                    guard.busy.store(false, Ordering::SeqCst);
+                    common::hold_exclusively(&guard, roll % 3 == 0).await;
                     drop(guard);
                 }
             })

@@ -76,31 +76,14 @@ async fn random_tenant_load_never_exceeds_the_cap_nor_loses_a_place() {
                 for _ in 0..per_task {
                     let ctx = &contexts[rng.random_range(0..TENANTS)];
                     let roll = rng.random_range(0..100u32);
-                    let acquired = if roll < 10 {
-                        tokio::select! {
-                            biased;
-                            g = manager.acquire_in::<TestResource>(ctx) => Some(g),
-                            () = tokio::task::yield_now() => None,
-                        }
-                    } else if roll < 15 {
-                        let wait = Duration::from_micros(rng.random_range(0..50));
-                        tokio::time::timeout(wait, manager.acquire_in::<TestResource>(ctx))
-                            .await
-                            .ok()
-                    } else {
-                        Some(manager.acquire_in::<TestResource>(ctx).await)
-                    };
+                    let acquired = common::maybe_cancelled(roll, &mut rng, || {
+                        manager.acquire_in::<TestResource>(ctx)
+                    })
+                    .await;
                     // A create that failed on purpose fails its acquire: that is expected.
                     let Some(Ok(guard)) = acquired else { continue };
-                    assert!(
-                        !guard.busy.swap(true, Ordering::SeqCst),
-                        "instance handed to two guards"
-                    );
                     assert!(probe.alive() <= CAP, "{} alive, cap {CAP}", probe.alive());
-                    if roll % 4 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                    guard.busy.store(false, Ordering::SeqCst);
+                    common::hold_exclusively(&guard, roll % 4 == 0).await;
                     if roll == 99 {
                         guard.taint();
                     } else {

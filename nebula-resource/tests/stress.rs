@@ -48,35 +48,17 @@ async fn million_random_acquires_lose_nothing() {
                     StdRng::seed_from_u64(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 for _ in 0..per_task {
                     let roll = rng.random_range(0..100u32);
-                    let guard = if roll < 10 {
-                        // Cancelled at its first await point, if it had to wait.
-                        tokio::select! {
-                            biased;
-                            g = manager.acquire::<TestResource>() => Some(g.unwrap()),
-                            () = tokio::task::yield_now() => None,
-                        }
-                    } else if roll < 15 {
-                        // Cancelled after a random short wait.
-                        let wait = Duration::from_micros(rng.random_range(0..50));
-                        tokio::time::timeout(wait, manager.acquire::<TestResource>())
-                            .await
-                            .ok()
-                            .map(Result::unwrap)
-                    } else {
-                        Some(manager.acquire::<TestResource>().await.unwrap())
+                    let acquired = common::maybe_cancelled(roll, &mut rng, || {
+                        manager.acquire::<TestResource>()
+                    })
+                    .await;
+                    let Some(guard) = acquired.map(Result::unwrap) else {
+                        continue;
                     };
-                    let Some(guard) = guard else { continue };
-                    assert!(
-                        !guard.busy.swap(true, Ordering::SeqCst),
-                        "instance handed to two guards"
-                    );
                     let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
                     max_holders.fetch_max(now, Ordering::SeqCst);
-                    if roll % 4 == 0 {
-                        tokio::task::yield_now().await;
-                    }
+                    common::hold_exclusively(&guard, roll % 4 == 0).await;
                     holders.fetch_sub(1, Ordering::SeqCst);
-                    guard.busy.store(false, Ordering::SeqCst);
                     if roll == 99 {
                         guard.taint();
                     } else {

@@ -223,3 +223,38 @@ pub fn stress_settings(name: &str, default_ops: usize) -> (u64, usize) {
         .unwrap_or(default_ops);
     (seed, ops)
 }
+
+/// Run an acquire the way the stress tests do: for `roll < 10` cancelled at its first await point
+/// if it has to wait, for `roll < 15` cancelled after a random wait under 50 µs (drawn from `rng`
+/// only then), otherwise to the end. `None` if it was cancelled.
+pub async fn maybe_cancelled<F: std::future::Future>(
+    roll: u32,
+    rng: &mut impl rand::Rng,
+    acquire: impl FnOnce() -> F,
+) -> Option<F::Output> {
+    if roll < 10 {
+        tokio::select! {
+            biased;
+            acquired = acquire() => Some(acquired),
+            () = tokio::task::yield_now() => None,
+        }
+    } else if roll < 15 {
+        let wait = Duration::from_micros(rng.random_range(0..50));
+        tokio::time::timeout(wait, acquire()).await.ok()
+    } else {
+        Some(acquire().await)
+    }
+}
+
+/// Hold `conn` as its only user: assert that no other guard has it, yield once if `yield_now`
+/// (other tasks run meanwhile), then mark it free again.
+pub async fn hold_exclusively(conn: &Conn, yield_now: bool) {
+    assert!(
+        !conn.busy.swap(true, Ordering::SeqCst),
+        "instance handed to two guards"
+    );
+    if yield_now {
+        tokio::task::yield_now().await;
+    }
+    conn.busy.store(false, Ordering::SeqCst);
+}
