@@ -883,8 +883,7 @@ impl<R: Resource> Pool<R> {
     }
 
     fn is_broken(&self, instance: &R::Instance) -> bool {
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.is_broken(instance)))
-            .unwrap_or(true)
+        is_broken(&*self.resource, instance)
     }
 
     /// Return an instance from a guard. Never blocks.
@@ -1425,6 +1424,11 @@ impl<R: Resource> Pool<R> {
             self.drained.notify_waiters();
         }
     }
+}
+
+/// `Resource::is_broken`; a panic in it counts as broken.
+pub(crate) fn is_broken<R: Resource>(resource: &R, instance: &R::Instance) -> bool {
+    std::panic::catch_unwind(AssertUnwindSafe(|| resource.is_broken(instance))).unwrap_or(true)
 }
 
 /// Whole milliseconds from `epoch` to `at` (0 if `at` is earlier): cheaper than

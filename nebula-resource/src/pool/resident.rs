@@ -33,7 +33,7 @@ use crate::credentials::CredentialSource;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
 use crate::policy::Policy;
-use crate::pool::{PoolConfig, PoolStats, create_instance};
+use crate::pool::{PoolConfig, PoolStats, create_instance, is_broken};
 use crate::resilience::breaker::{Call, CircuitBreaker, Outcome};
 use crate::resilience::retry::retry;
 use crate::resilience::{
@@ -456,10 +456,8 @@ impl<R: Resource> Resident<R> {
         })))
     }
 
-    /// `Resource::is_broken`; a panic in it counts as broken.
     fn is_broken(&self, instance: &R::Instance) -> bool {
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.is_broken(instance)))
-            .unwrap_or(true)
+        is_broken(&*self.resource, instance)
     }
 
     /// `Resource::share`, with `None` and a panic as errors.
