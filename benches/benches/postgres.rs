@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use nebula_resource::{Handle, Policy, PoolConfig, ResourceManager, redact_url};
 use nebula_resource_benches::latency::{Cell, Sample, ratios, show_ratio};
-use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, split_ops};
+use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, join_within, split_ops};
 use nebula_resource_postgres::{Postgres, PostgresConfig};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::task::JoinSet;
@@ -215,27 +215,12 @@ async fn run_sample<C: Contender>(
             latencies
         });
     }
-    let joined = tokio::time::timeout(limit, async {
-        let mut latencies = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(task) => latencies.extend(task),
-                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-                Err(err) => panic!("bench task failed: {err}"),
-            }
-        }
-        latencies
-    })
-    .await;
+    let tasks = join_within(set, limit).await?;
     let elapsed = start.elapsed();
-    match joined {
-        Ok(latencies) => Some(Sample { elapsed, latencies }),
-        Err(_) => {
-            set.abort_all();
-            while set.join_next().await.is_some() {}
-            None
-        }
-    }
+    Some(Sample {
+        elapsed,
+        latencies: tasks.into_iter().flatten().collect(),
+    })
 }
 
 struct Row {

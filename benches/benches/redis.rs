@@ -59,8 +59,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nebula_resource::{Policy, PoolConfig, ResourceManager};
-use nebula_resource_benches::latency::{Cell, Sample, ratios, show_ratio};
-use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, median, split_ops};
+use nebula_resource_benches::latency::{Cell, Sample, p99_micros, ratios, show_ratio};
+use nebula_resource_benches::{
+    POOL_SIZE, Settings, WORKER_THREADS, join_within, median, split_ops,
+};
 use nebula_resource_redis::{Redis, RedisConfig, RedisDedicated};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -330,27 +332,12 @@ async fn run_sample<C: Contender>(
             latencies
         });
     }
-    let joined = tokio::time::timeout(limit, async {
-        let mut latencies = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(task) => latencies.extend(task),
-                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-                Err(err) => panic!("bench task failed: {err}"),
-            }
-        }
-        latencies
-    })
-    .await;
+    let tasks = join_within(set, limit).await?;
     let elapsed = start.elapsed();
-    match joined {
-        Ok(latencies) => Some(Sample { elapsed, latencies }),
-        Err(_) => {
-            set.abort_all();
-            while set.join_next().await.is_some() {}
-            None
-        }
-    }
+    Some(Sample {
+        elapsed,
+        latencies: tasks.into_iter().flatten().collect(),
+    })
 }
 
 struct Row {
@@ -404,42 +391,17 @@ async fn run_interleaved(
             latencies
         });
     }
-    let joined = tokio::time::timeout(limit, async {
-        let (mut ours, mut same) = (Vec::new(), Vec::new());
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((o, s)) => {
-                    ours.extend(o);
-                    same.extend(s);
-                }
-                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-                Err(err) => panic!("bench task failed: {err}"),
-            }
-        }
-        (ours, same)
-    })
-    .await;
-    let Ok((ours, same)) = joined else {
-        set.abort_all();
-        while set.join_next().await.is_some() {}
-        return None;
-    };
+    let (ours, same): (Vec<_>, Vec<_>) = join_within(set, limit).await?.into_iter().unzip();
+    let (mut ours, mut same): (Vec<Duration>, Vec<Duration>) = (
+        ours.into_iter().flatten().collect(),
+        same.into_iter().flatten().collect(),
+    );
     let mean = |latencies: &[Duration]| {
         latencies.iter().sum::<Duration>().as_secs_f64()
             / f64::from(u32::try_from(latencies.len()).expect("latencies fit in u32"))
     };
     let throughput = mean(&same) / mean(&ours);
-    let elapsed = Duration::ZERO;
-    let p99 = Sample {
-        elapsed,
-        latencies: ours,
-    }
-    .p99_micros()
-        / Sample {
-            elapsed,
-            latencies: same,
-        }
-        .p99_micros();
+    let p99 = p99_micros(&mut ours) / p99_micros(&mut same);
     Some((throughput, p99))
 }
 

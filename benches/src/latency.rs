@@ -25,18 +25,27 @@ impl Sample {
     }
 
     /// The 99th percentile latency in microseconds (nearest rank).
-    #[expect(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "a rank within a vector of at most a few million latencies"
-    )]
     pub fn p99_micros(&mut self) -> f64 {
-        self.latencies.sort_unstable();
-        let rank = ((self.latencies.len() as f64) * 0.99).ceil() as usize;
-        let index = rank.clamp(1, self.latencies.len()) - 1;
-        self.latencies[index].as_secs_f64() * 1e6
+        p99_micros(&mut self.latencies)
     }
+}
+
+/// The 99th percentile of `latencies` in microseconds (nearest rank), sorting them.
+///
+/// # Panics
+///
+/// Panics if `latencies` is empty.
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a rank within a vector of at most a few million latencies"
+)]
+pub fn p99_micros(latencies: &mut [Duration]) -> f64 {
+    latencies.sort_unstable();
+    let rank = ((latencies.len() as f64) * 0.99).ceil() as usize;
+    let index = rank.clamp(1, latencies.len()) - 1;
+    latencies[index].as_secs_f64() * 1e6
 }
 
 /// One contender's samples in one row.

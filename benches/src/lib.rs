@@ -266,25 +266,33 @@ pub async fn run_sample<C: Contender>(
             }
         });
     }
+    join_within(set, limit).await.map(|_| start.elapsed())
+}
+
+/// Wait until `limit` for every task of `set`, and return their outputs in the order they
+/// finished; `None` if they did not all finish in time, after aborting and reaping every task.
+///
+/// # Panics
+///
+/// Panics (re-raising the task's panic) if a task panicked, or if one was cancelled.
+pub async fn join_within<T: 'static>(mut set: JoinSet<T>, limit: Duration) -> Option<Vec<T>> {
     let joined = tokio::time::timeout(limit, async {
+        let mut outputs = Vec::with_capacity(set.len());
         while let Some(joined) = set.join_next().await {
-            if let Err(err) = joined {
-                if err.is_panic() {
-                    std::panic::resume_unwind(err.into_panic());
-                }
-                panic!("bench task failed: {err}");
+            match joined {
+                Ok(output) => outputs.push(output),
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(err) => panic!("bench task failed: {err}"),
             }
         }
+        outputs
     })
     .await;
-    let elapsed = start.elapsed();
-    if joined.is_ok() {
-        Some(elapsed)
-    } else {
+    if joined.is_err() {
         set.abort_all();
         while set.join_next().await.is_some() {}
-        None
     }
+    joined.ok()
 }
 
 /// Nanoseconds per cycle for a sample of `ops` cycles that took `elapsed`.
