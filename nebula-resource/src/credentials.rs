@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 
 use crate::context::{CreateContext, TenantId};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, TimeoutPhase};
+use crate::hooks;
 
 /// Credentials are fetched again this long before they expire.
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(30);
@@ -304,41 +305,62 @@ impl CredentialSource {
         }
     }
 
-    /// Fetch the credentials into `ctx` unless it has them.
-    pub(crate) async fn ensure(&self, ctx: &CreateContext) -> Result<(), Error> {
+    /// Fetch the credentials into `ctx` unless it has them. The wait for a fetch already under
+    /// way and the fetch itself are bounded by `timeout` together: a hung provider holds no
+    /// lock past it, so the next create tries again.
+    pub(crate) async fn ensure(&self, ctx: &CreateContext, timeout: Duration) -> Result<(), Error> {
         let Some(provider) = &self.provider else {
             return Ok(());
         };
         if ctx.credentials().is_some() {
             return Ok(());
         }
-        let _fetching = self.fetching.lock().await;
-        if ctx.credentials().is_some() {
-            return Ok(());
-        }
-        let credentials = provider
-            .fetch(ctx.tenant())
-            .await
-            .map_err(|err| err.with_note("fetching credentials".to_owned()))?;
-        ctx.set_credentials(credentials);
-        Ok(())
+        let fetched = hooks::fallible(
+            ErrorKind::Create,
+            "CredentialProvider::fetch",
+            TimeoutPhase::Create,
+            timeout,
+            || async {
+                let _fetching = self.fetching.lock().await;
+                if ctx.credentials().is_some() {
+                    return Ok(());
+                }
+                let credentials = provider.fetch(ctx.tenant()).await?;
+                ctx.set_credentials(credentials);
+                Ok(())
+            },
+        )
+        .await;
+        fetched.map_err(|err| err.with_note("fetching credentials".to_owned()))
     }
 
-    /// Fetch again; `Ok(true)` if the credentials changed (and are now in `ctx`).
-    pub(crate) async fn refresh(&self, ctx: &CreateContext) -> Result<bool, Error> {
+    /// Fetch again, within `timeout`; `Ok(true)` if the credentials changed (and are now in
+    /// `ctx`).
+    pub(crate) async fn refresh(
+        &self,
+        ctx: &CreateContext,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
         let Some(provider) = &self.provider else {
             return Ok(false);
         };
-        let _fetching = self.fetching.lock().await;
-        let fresh = provider
-            .fetch(ctx.tenant())
-            .await
-            .map_err(|err| err.with_note("fetching credentials".to_owned()))?;
-        if ctx.credentials().as_deref() == Some(&fresh) {
-            return Ok(false);
-        }
-        ctx.set_credentials(fresh);
-        Ok(true)
+        let refreshed = hooks::fallible(
+            ErrorKind::Create,
+            "CredentialProvider::fetch",
+            TimeoutPhase::Create,
+            timeout,
+            || async {
+                let _fetching = self.fetching.lock().await;
+                let fresh = provider.fetch(ctx.tenant()).await?;
+                if ctx.credentials().as_deref() == Some(&fresh) {
+                    return Ok(false);
+                }
+                ctx.set_credentials(fresh);
+                Ok(true)
+            },
+        )
+        .await;
+        refreshed.map_err(|err| err.with_note("fetching credentials".to_owned()))
     }
 
     /// Whether the credentials in `ctx` expire within [`REFRESH_BEFORE_EXPIRY`].

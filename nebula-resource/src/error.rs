@@ -231,12 +231,10 @@ impl Error {
         hook: &str,
         payload: &(dyn std::any::Any + Send),
     ) -> Self {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned());
-        Self::new(kind, format!("`{hook}` panicked: {what}"))
+        Self::new(
+            kind,
+            format!("`{hook}` panicked: {}", panic_message(payload)),
+        )
     }
 
     /// The breaker is open: fail fast, and say when a probe will be let through.
@@ -417,6 +415,15 @@ impl std::error::Error for Error {
             .as_deref()
             .map(|s| s as &(dyn std::error::Error + 'static))
     }
+}
+
+/// What a panic said, if it said it with a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 mod guard;
 mod health;
+mod hooks;
 mod manager;
 mod policy;
 pub mod pool;

@@ -304,8 +304,8 @@ impl<R: Resource> ScopedPools<R> {
         total
     }
 
-    /// Maintenance pass: end the scopes abandoned for `idle_timeout` (nothing in use, no
-    /// acquire), then maintain every live scope pool.
+    /// Maintenance pass: end the scopes abandoned for `idle_timeout` (nothing in use, waited
+    /// for or being created, and no acquire), then maintain every live scope pool.
     pub(crate) fn maintain(&self) {
         if let Some(idle_timeout) = self.policy.pool.idle_timeout {
             let now = self.millis(Instant::now());
@@ -314,9 +314,7 @@ impl<R: Resource> ScopedPools<R> {
                 let mut pools = self.pools.lock();
                 let keys: Vec<ScopeKey> = pools
                     .iter()
-                    .filter(|(_, pool)| {
-                        now.saturating_sub(pool.last_used()) >= limit && pool.stats().in_use == 0
-                    })
+                    .filter(|(_, pool)| pool.idle_for(now, limit))
                     .map(|(k, _)| k.clone())
                     .collect();
                 keys.into_iter()

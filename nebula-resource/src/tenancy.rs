@@ -26,7 +26,7 @@ use crate::context::{CreateContext, DependencyMap, TenantId};
 use crate::error::{Error, ErrorKind};
 use crate::events::{Event, Source};
 use crate::health::HealthReport;
-use crate::manager::validate_config;
+use crate::hooks::validate_config;
 use crate::policy::Policy;
 use crate::pool::cap::SharedCap;
 use crate::pool::retired::Retired;
@@ -303,14 +303,13 @@ impl<R: Resource> TenantPools<R> {
             return Ok(Arc::clone(pool));
         }
         let resolved =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.resolver)(&id)))
-                .unwrap_or_else(|panic| {
-                    Err(Error::panicked(
-                        ErrorKind::TenantRejected,
-                        "the tenant resolver",
-                        &*panic,
-                    ))
-                });
+            crate::hooks::guarded_sync(|| (self.resolver)(&id)).unwrap_or_else(|panic| {
+                Err(Error::panicked(
+                    ErrorKind::TenantRejected,
+                    "the tenant resolver",
+                    &*panic,
+                ))
+            });
         let setup = resolved.map_err(reject)?;
         validate_config(&setup.config).map_err(reject)?;
         let policy = match setup.pool {
@@ -502,8 +501,7 @@ impl<R: Resource> TenantPools<R> {
         max_size: usize,
         min_idle: usize,
     ) -> Result<(), Error> {
-        self.pool(tenant)?.resize(max_size, min_idle);
-        Ok(())
+        self.pool(tenant)?.resize(max_size, min_idle)
     }
 
     pub(crate) fn resource(&self) -> &R {
@@ -514,12 +512,12 @@ impl<R: Resource> TenantPools<R> {
         self.policy.pool.maintenance_interval
     }
 
-    /// Maintenance pass: evict the pools idle past `tenant_idle_ttl`, then maintain every live
-    /// pool.
+    /// Maintenance pass: evict the pools idle past `tenant_idle_ttl` (untouched for that long,
+    /// and nothing in use, waited for or being created), then maintain every live pool.
     pub(crate) fn maintain(&self) {
         let now = self.millis(Instant::now());
         let ttl = u64::try_from(self.tenancy.tenant_idle_ttl.as_millis()).unwrap_or(u64::MAX);
-        let idle_too_long = |pool: &Pool<R>| now.saturating_sub(pool.last_used()) >= ttl;
+        let idle_too_long = |pool: &Pool<R>| pool.idle_for(now, ttl);
         if self.pools.load().values().any(|e| idle_too_long(e)) {
             let writing = self.writing.lock();
             let mut map: Map<R> = (**self.pools.load()).clone();

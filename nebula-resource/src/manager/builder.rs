@@ -11,10 +11,11 @@ use tokio::time::Instant;
 
 use super::dag::{self, NodeSpec};
 use super::maintenance;
-use super::registration::{Backend, Erased, Registration, validate_config};
+use super::registration::{Backend, Erased, Registration};
 use super::{ManagerInner, Node, ResourceManager, TypeMap};
 use crate::context::{CreateContext, DependencyMap, TenantId};
 use crate::error::Error;
+use crate::hooks::validate_config;
 use crate::policy::Policy;
 use crate::pool::Pool;
 use crate::pool::resident::Resident;

@@ -12,7 +12,9 @@ use tokio::time::Instant;
 
 use super::ManagerInner;
 use super::registration::Erased;
+use crate::error::panic_message;
 use crate::health::Health;
+use crate::hooks;
 
 /// Start the maintenance task. It ends when shutdown begins or the manager is dropped.
 pub(super) fn spawn(inner: &Arc<ManagerInner>) {
@@ -44,7 +46,12 @@ pub(super) fn spawn(inner: &Arc<ManagerInner>) {
             due.pop();
             let (pool, every) = &pools[i];
             if let Some(pool) = pool.upgrade() {
-                pool.maintain();
+                // Hooks are guarded where they are called; this keeps the task alive whatever
+                // else a pass runs into.
+                if let Err(panic) = hooks::guarded_sync(|| pool.maintain()) {
+                    let panic = panic_message(&*panic);
+                    tracing::error!(resource = pool.key(), %panic, "a maintenance pass panicked; maintenance goes on");
+                }
                 due.push(Reverse((Instant::now() + *every, i)));
             }
         }
@@ -87,8 +94,14 @@ pub(super) fn spawn_health(inner: &Arc<ManagerInner>) {
                 () = sleep_until_some(next) => {
                     let Some(Reverse((_, i))) = due.pop() else { continue };
                     if let Some(target) = targets[i].0.upgrade() {
+                        let key = target.key();
                         running.push(async move {
-                            target.health_round().await;
+                            // Hooks are guarded where they are called; this keeps the scheduler
+                            // alive whatever else a round runs into.
+                            if let Err(panic) = hooks::guarded(|| target.health_round()).await {
+                                let panic = panic_message(&*panic);
+                                tracing::error!(resource = key, %panic, "a health round panicked; the scheduler goes on");
+                            }
                             i
                         });
                     }

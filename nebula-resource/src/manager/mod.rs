@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 pub use self::builder::ResourceManagerBuilder;
 use self::registration::Erased;
-pub(crate) use self::registration::{Registration, validate_config};
+pub(crate) use self::registration::Registration;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::Event;

@@ -12,6 +12,7 @@ use crate::context::{Context, TenantId};
 use crate::error::{Error, ErrorKind};
 use crate::guard::Guard;
 use crate::health::HealthReport;
+use crate::hooks::validate_config;
 use crate::pool::resident::Resident;
 use crate::pool::{Pool, PoolConfig, PoolStats};
 use crate::resilience::BreakerStatus;
@@ -146,10 +147,7 @@ impl<R: Resource> Registration<R> {
         let attribute = |err: Error| err.in_resource(R::KEY, self.name.as_deref());
         check_size(max_size, min_idle).map_err(attribute)?;
         match &self.backend {
-            Backend::Pooled(pool) => {
-                pool.resize(max_size, min_idle);
-                Ok(())
-            }
+            Backend::Pooled(pool) => pool.resize(max_size, min_idle),
             Backend::Resident(_) => Err(attribute(Error::config(
                 "pool.max_size",
                 "a resident resource has one shared instance: there is no pool to resize",
@@ -205,19 +203,6 @@ fn check_size(max_size: usize, min_idle: usize) -> Result<(), Error> {
         .max_size(max_size)
         .min_idle(min_idle)
         .validate()
-}
-
-/// `config.validate()`, a panic caught as a `Config` error.
-pub(crate) fn validate_config<C: crate::resource::Config>(config: &C) -> Result<(), Error> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.validate())).unwrap_or_else(
-        |panic| {
-            Err(Error::panicked(
-                ErrorKind::Config,
-                "Config::validate",
-                &*panic,
-            ))
-        },
-    )
 }
 
 /// What the manager needs of any registration, whatever its resource type.
@@ -374,10 +359,10 @@ impl<R: Resource> Erased for Registration<R> {
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
         match &self.backend {
-            Backend::Pooled(pool) => pool.resource.counters(),
-            Backend::Resident(resident) => resident.resource.counters(),
-            Backend::PerTenant(tenants) => tenants.resource().counters(),
-            Backend::Scoped(scoped) => scoped.resource().counters(),
+            Backend::Pooled(pool) => crate::hooks::counters(&*pool.resource),
+            Backend::Resident(resident) => crate::hooks::counters(&*resident.resource),
+            Backend::PerTenant(tenants) => crate::hooks::counters(tenants.resource()),
+            Backend::Scoped(scoped) => crate::hooks::counters(scoped.resource()),
         }
     }
 

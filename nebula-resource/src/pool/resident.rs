@@ -17,23 +17,22 @@
 //! once took 230–480 ns per acquire and release; with lanes, 100–120 ns; cloning the driver's
 //! handle alone, 15–35 ns. Measured on the project's 2-core machine.)
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::context::CreateContext;
 use crate::credentials::CredentialSource;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
+use crate::hooks;
 use crate::policy::Policy;
-use crate::pool::{PoolConfig, PoolStats, create_instance, is_broken};
+use crate::pool::{PoolConfig, PoolStats};
 use crate::resilience::breaker::{Call, CircuitBreaker, Outcome};
 use crate::resilience::retry::retry;
 use crate::resilience::{
@@ -117,6 +116,8 @@ struct Counts {
     create_errors: u64,
     timeouts: u64,
     creating: usize,
+    /// Retired instances whose destroy has not ended.
+    releasing: usize,
     last_create_error: Option<String>,
 }
 
@@ -130,8 +131,13 @@ pub(crate) struct Resident<R: Resource> {
     current: Mutex<Option<Current<R>>>,
     /// The generation of `current`, 0 while there is none: what a lane's handle must match.
     live: AtomicU64,
+    /// The config and credentials generation (the pool's `State::generation`): bumped by a
+    /// reconfiguration or rotation. An instance made with an older one is never installed.
+    settings_generation: AtomicU64,
     lanes: Box<[Arc<Lane<R>>]>,
-    counts: Mutex<Counts>,
+    counts: Arc<Mutex<Counts>>,
+    /// Woken when the resident closes: a create waiting out a retry delay gives up.
+    closing: Notify,
     recreate: Arc<tokio::sync::Mutex<()>>,
     drain: Arc<Drain>,
     runtime: Arc<Runtime>,
@@ -167,6 +173,7 @@ impl<R: Resource> Resident<R> {
             source,
             current: Mutex::new(None),
             live: AtomicU64::new(0),
+            settings_generation: AtomicU64::new(0),
             lanes: (0..lane_count())
                 .map(|_| {
                     Arc::new(Lane {
@@ -177,7 +184,8 @@ impl<R: Resource> Resident<R> {
                     })
                 })
                 .collect(),
-            counts: Mutex::new(Counts::default()),
+            counts: Arc::new(Mutex::new(Counts::default())),
+            closing: Notify::new(),
             recreate: Arc::new(tokio::sync::Mutex::new(())),
             drain,
             runtime,
@@ -193,8 +201,7 @@ impl<R: Resource> Resident<R> {
     /// Retire the current instance: the next acquire creates one with the new config or
     /// credentials. Handles already given out keep working until they are dropped.
     fn retire_current(&self) {
-        let old = self.take_current(None);
-        if let Some(old) = old {
+        if let Some(old) = self.take_current(None) {
             self.retire(old.instance);
         }
     }
@@ -226,30 +233,43 @@ impl<R: Resource> Resident<R> {
             .sum()
     }
 
+    /// A new config and credentials generation: the current instance retires, and a create
+    /// under way when it started is discarded when it ends (the next acquire creates anew).
+    fn new_generation(&self, why: &str) {
+        self.settings_generation.fetch_add(1, Ordering::SeqCst);
+        self.retire_current();
+        tracing::info!(resource = R::KEY, name = ?self.source.name, why, "new generation");
+    }
+
     /// Replace the config; the next acquire creates the instance anew.
     pub(crate) fn reconfigure(&self, config: R::Config) {
         self.config.store(Arc::new(config));
-        self.retire_current();
+        self.new_generation("reconfigured");
         self.runtime.emit(Event::Reconfigured(self.source.clone()));
     }
 
-    /// Fetch the credentials again; if they changed, the next acquire creates the instance anew.
+    /// Fetch the credentials again (within `create_timeout`); if they changed, the next
+    /// acquire creates the instance anew.
     pub(crate) async fn rotate_credentials(&self) -> Result<bool, Error> {
         let changed = self
             .credentials
-            .refresh(&self.ctx)
+            .refresh(&self.ctx, self.settings.create_timeout)
             .await
             .map_err(|err| self.error(err))?;
         if changed {
-            self.retire_current();
+            self.new_generation("credentials rotated");
             self.runtime
                 .emit(Event::CredentialsRotated(self.source.clone()));
         }
         Ok(changed)
     }
 
+    /// Publish whether the breaker is not closed or a quarantine is on. Read and stored under
+    /// the breaker's lock, so two callers cannot store their readings out of order (a stale
+    /// `false` over an open breaker would let the hot path bypass it).
     fn refresh_tripped(&self) {
-        let tripped = !self.breaker.lock().is_closed() || self.quarantine.lock().is_some();
+        let breaker = self.breaker.lock();
+        let tripped = !breaker.is_closed() || self.quarantine.lock().is_some();
         self.tripped.store(tripped, Ordering::Release);
     }
 
@@ -327,9 +347,7 @@ impl<R: Resource> Resident<R> {
         deadline: Option<Instant>,
     ) -> Result<Shared<R>, Error> {
         // The hot path: a live instance to share through this thread's lane, and no clock read.
-        // (`Instance` is only `Send`, so sharing it stays under the lane's lock.)
-        if !self.drain.closed.load(Ordering::Acquire)
-            && !self.runtime.is_shutting_down()
+        if !self.runtime.is_shutting_down()
             && let Some(handle) = self.share_current()?
         {
             return Ok(handle);
@@ -344,31 +362,9 @@ impl<R: Resource> Resident<R> {
             if let Some(handle) = self.share_current()? {
                 return Ok(handle);
             }
-            let Ok(permit) =
-                tokio::time::timeout_at(deadline, Arc::clone(&self.recreate).lock_owned()).await
-            else {
-                return Err(self.timeout(started));
-            };
-            if self.current.lock().is_some() {
-                continue;
-            }
-            // The create runs in a task of its own and holds the permit, so an acquirer that
-            // gives up neither abandons the connection nor lets a second create start.
-            let this = Arc::clone(self);
-            let task = tokio::spawn(async move {
-                let created = this.create().await;
-                drop(permit);
-                created
-            });
-            match tokio::time::timeout_at(deadline, task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(err))) => return Err(err),
-                Ok(Err(join)) => {
-                    return Err(self.error(Error::other(
-                        ErrorKind::Create,
-                        format!("create task failed: {join}"),
-                    )));
-                }
+            match tokio::time::timeout_at(deadline, self.ensure_live()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(err),
                 Err(_) => return Err(self.timeout(started)),
             }
         }
@@ -390,6 +386,12 @@ impl<R: Resource> Resident<R> {
 
     /// Share the current instance through the calling thread's lane (see [Lanes](self#lanes)),
     /// counting the handle in use; `None` if there is no live instance.
+    ///
+    /// # Errors
+    ///
+    /// `ShuttingDown` once the resident is closed: the count goes up before `closed` is read
+    /// (both sequentially consistent), so either this acquire sees the close and backs out, or
+    /// the shutdown sees the handle in use and waits for it.
     fn share_current(&self) -> Result<Option<Shared<R>>, Error> {
         let lane = &self.lanes[thread_number() & (self.lanes.len() - 1)];
         {
@@ -399,12 +401,7 @@ impl<R: Resource> Resident<R> {
                 && !self.is_broken(&cached.instance)
             {
                 let instance = self.share(&cached.instance)?;
-                lane.in_use.fetch_add(1, Ordering::SeqCst);
-                return Ok(Some(Shared {
-                    instance,
-                    generation: cached.generation,
-                    lane: Arc::clone(lane),
-                }));
+                return self.hand_out(lane, instance, cached.generation).map(Some);
             }
         }
         // No handle in the lane, or a stale or broken one: share two from the instance itself,
@@ -413,7 +410,6 @@ impl<R: Resource> Resident<R> {
             return Ok(None);
         };
         let generation = handle.generation;
-        lane.in_use.fetch_add(1, Ordering::SeqCst);
         let replaced = {
             let mut cached = lane.cached.lock();
             // Checked under the lane's lock: a retirement after this check empties the lane
@@ -425,11 +421,27 @@ impl<R: Resource> Resident<R> {
             }
         };
         drop(replaced);
-        Ok(Some(Shared {
-            instance: handle.instance,
+        self.hand_out(lane, handle.instance, generation).map(Some)
+    }
+
+    /// Count a handle in use in `lane`, unless the resident is closed.
+    fn hand_out(
+        &self,
+        lane: &Arc<Lane<R>>,
+        instance: R::Instance,
+        generation: u64,
+    ) -> Result<Shared<R>, Error> {
+        lane.in_use.fetch_add(1, Ordering::SeqCst);
+        if self.drain.closed.load(Ordering::SeqCst) {
+            drop(instance);
+            lane.release(generation, false);
+            return Err(self.error(Error::shutting_down()));
+        }
+        Ok(Shared {
+            instance,
             generation,
             lane: Arc::clone(lane),
-        }))
+        })
     }
 
     /// Two handles shared from the current instance, with its generation, retiring it first if
@@ -457,84 +469,67 @@ impl<R: Resource> Resident<R> {
     }
 
     fn is_broken(&self, instance: &R::Instance) -> bool {
-        is_broken(&*self.resource, instance)
+        hooks::is_broken(&*self.resource, instance)
     }
 
-    /// `Resource::share`, with `None` and a panic as errors.
     fn share(&self, instance: &R::Instance) -> Result<R::Instance, Error> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.share(instance))) {
-            Ok(Some(handle)) => Ok(handle),
-            Ok(None) => Err(self.error(not_shareable::<R>())),
-            Err(panic) => Err(self.error(Error::panicked(ErrorKind::Create, "share", &*panic))),
-        }
+        hooks::share(&*self.resource, instance).map_err(|err| self.error(err))
     }
 
+    /// Make sure an instance is live: wait for the create under way, or start one. The create
+    /// runs in a task of its own on the manager's runtime and holds the `recreate` permit, so
+    /// whoever stops waiting (an acquire past its deadline, a health probe past its timeout)
+    /// neither abandons the connection nor lets a second create start. `Ok` may still leave no
+    /// instance live: one made with settings replaced meanwhile is discarded.
+    async fn ensure_live(self: &Arc<Self>) -> Result<(), Error> {
+        let permit = Arc::clone(&self.recreate).lock_owned().await;
+        if self.current.lock().is_some() {
+            return Ok(());
+        }
+        if self.drain.closed.load(Ordering::Acquire) {
+            return Err(self.error(Error::shutting_down()));
+        }
+        // Made before the task: dropped unpolled, the task still settles `creating`.
+        let creating = Creating::new(Arc::clone(self));
+        let (done, created) = oneshot::channel();
+        self.runtime.spawn(async move {
+            let result = creating.resident.create().await;
+            drop(creating);
+            drop(permit);
+            drop(done.send(result));
+        });
+        created.await.unwrap_or_else(|_| {
+            Err(self.error(Error::other(
+                ErrorKind::ShuttingDown,
+                "the create task was dropped before it finished: the manager's runtime is shutting down",
+            )))
+        })
+    }
+
+    /// Create an instance (with the retry policy, giving up when the resident closes) and
+    /// install it, unless the settings changed or the resident closed meanwhile.
     async fn create(self: &Arc<Self>) -> Result<(), Error> {
-        self.counts.lock().creating += 1;
-        let created = retry(
+        let attempts = retry(
             &self.retry,
-            |_| async {
-                let attempt = Instant::now();
-                self.credentials
-                    .ensure(&self.ctx)
-                    .await
-                    .map_err(|err| self.error(err))?;
-                let created = create_instance(
-                    &*self.resource,
-                    &self.config.load_full(),
-                    &self.ctx,
-                    self.settings.create_timeout,
-                )
-                .await;
-                let outcome = if created.is_ok() {
-                    Outcome::Success
-                } else {
-                    Outcome::Failure
-                };
-                self.record(Call::Normal, outcome, attempt.elapsed());
-                created
-            },
+            |_| self.create_attempt(),
             |attempt, err, delay| {
                 tracing::debug!(resource = R::KEY, attempt, error = %err, ?delay, "create failed; retrying");
             },
-        )
-        .await;
-        let mut counts = self.counts.lock();
-        counts.creating -= 1;
+        );
+        let created = tokio::select! {
+            biased;
+            created = attempts => created,
+            () = self.until_closed() => Err(Error::shutting_down()),
+        };
         match created {
-            Ok(instance) => {
-                counts.created += 1;
-                counts.generation += 1;
-                let generation = counts.generation;
-                drop(counts);
-                if std::panic::catch_unwind(AssertUnwindSafe(|| self.resource.share(&instance)))
-                    .ok()
-                    .flatten()
-                    .is_none()
-                {
-                    self.retire(instance);
-                    return Err(self.error(not_shareable::<R>()));
-                }
-                let replaced = {
-                    let mut current = self.current.lock();
-                    self.live.store(generation, Ordering::Release);
-                    current.replace(Current {
-                        instance,
-                        generation,
-                    })
-                };
-                if let Some(old) = replaced {
-                    self.retire(old.instance);
-                }
-                self.runtime
-                    .emit(Event::InstanceCreated(self.source.clone()));
-                Ok(())
-            }
+            Ok((instance, settings)) => self.install(instance, settings),
             Err(err) => {
                 let err = self.error(err);
-                counts.create_errors += 1;
-                counts.last_create_error = Some(err.to_string());
-                drop(counts);
+                {
+                    let mut counts = self.counts.lock();
+                    counts.create_errors += 1;
+                    counts.last_create_error = Some(err.to_string());
+                }
                 tracing::warn!(resource = R::KEY, error = %err, "resident instance creation failed");
                 self.runtime.emit(Event::CreateFailed {
                     source: self.source.clone(),
@@ -545,9 +540,110 @@ impl<R: Resource> Resident<R> {
         }
     }
 
+    /// One create attempt within `create_timeout` (credentials first if need be), recorded
+    /// with the breaker; an instance broken at once fails the attempt. Returns the instance and
+    /// the settings generation it was made with.
+    async fn create_attempt(&self) -> Result<(R::Instance, u64), Error> {
+        let started = Instant::now();
+        let timeout = self.settings.create_timeout;
+        let created = async {
+            self.credentials
+                .ensure(&self.ctx, timeout)
+                .await
+                .map_err(|err| self.error(err))?;
+            let settings = self.settings_generation.load(Ordering::SeqCst);
+            let config = self.config.load_full();
+            let instance = hooks::create(&*self.resource, &config, &self.ctx, timeout).await?;
+            if self.is_broken(&instance) {
+                hooks::destroy(&*self.resource, instance, self.settings.recycle_timeout).await;
+                return Err(Error::create(
+                    "the new instance was broken at once (`is_broken` returned true)",
+                ));
+            }
+            Ok((instance, settings))
+        }
+        .await;
+        let outcome = if created.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        self.record(Call::Normal, outcome, started.elapsed());
+        created
+    }
+
+    /// Make `instance` the current one, unless it cannot be shared, the resident closed, or the
+    /// settings changed since it was made (then it retires at once).
+    fn install(&self, instance: R::Instance, settings: u64) -> Result<(), Error> {
+        if let Err(err) = hooks::share(&*self.resource, &instance) {
+            self.retire(instance);
+            return Err(self.error(err));
+        }
+        let generation = {
+            let mut counts = self.counts.lock();
+            counts.created += 1;
+            counts.generation += 1;
+            counts.generation
+        };
+        let installed = {
+            let mut current = self.current.lock();
+            // Under the lock `new_generation` and `drained` take the current instance with:
+            // either they see this one, or this sees their change.
+            if self.drain.closed.load(Ordering::SeqCst)
+                || settings != self.settings_generation.load(Ordering::SeqCst)
+            {
+                Err(instance)
+            } else {
+                self.live.store(generation, Ordering::Release);
+                Ok(current.replace(Current {
+                    instance,
+                    generation,
+                }))
+            }
+        };
+        self.runtime
+            .emit(Event::InstanceCreated(self.source.clone()));
+        match installed {
+            Ok(replaced) => {
+                if let Some(old) = replaced {
+                    self.retire(old.instance);
+                }
+                Ok(())
+            }
+            Err(stale) => {
+                self.retire(stale);
+                if self.drain.closed.load(Ordering::SeqCst) {
+                    Err(self.error(Error::shutting_down()))
+                } else {
+                    tracing::debug!(
+                        resource = R::KEY,
+                        "settings changed during the create; its instance retired"
+                    );
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Resolves once the resident is closed.
+    async fn until_closed(&self) {
+        let closing = self.closing.notified();
+        tokio::pin!(closing);
+        closing.as_mut().enable();
+        if self.drain.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        closing.await;
+    }
+
     /// Create the instance during `build()`.
     pub(crate) async fn init(self: &Arc<Self>) -> Result<(), Error> {
-        self.create().await
+        loop {
+            self.ensure_live().await?;
+            if self.current.lock().is_some() {
+                return Ok(());
+            }
+        }
     }
 
     /// A handle of `generation` was tainted: count a failure and retire the generation.
@@ -559,72 +655,56 @@ impl<R: Resource> Resident<R> {
     }
 
     /// Destroy a retired instance on the release worker, and drop the lanes' handles to it.
+    /// Its ticket is made before the job, so the count settles even if the job never runs.
     fn retire(&self, instance: R::Instance) {
         self.empty_lanes();
+        let ticket = Retiring::new(self);
         let resource = Arc::clone(&self.resource);
         let limit = self.settings.recycle_timeout;
-        self.counts.lock().destroyed += 1;
-        self.runtime
-            .emit(Event::InstanceDestroyed(self.source.clone()));
         self.runtime.release(Box::pin(async move {
-            let destroy = AssertUnwindSafe(resource.destroy(instance)).catch_unwind();
-            if tokio::time::timeout(limit, destroy).await.is_err() {
-                tracing::warn!(resource = R::KEY, "destroy timed out; instance dropped");
-            }
+            hooks::destroy(&*resource, instance, limit).await;
+            drop(ticket);
         }));
     }
 
     /// One health round: check a handle to the instance (a failure retires it, so the next
-    /// acquire creates a new one); with no instance, or while quarantined, probe by creating one.
+    /// acquire creates a new one); with no instance (none yet, or retired by a quarantine),
+    /// probe by creating one. The probe's create is the acquires' create: one at a time, in a
+    /// task of its own, so a probe that times out leaves it running and counted.
     pub(crate) async fn health_round(self: &Arc<Self>) {
         if self.drain.closed.load(Ordering::Acquire) {
             return;
         }
         let timeout = self.watch.config.timeout;
-        let quarantined = self.quarantine.lock().is_some();
         let started = Instant::now();
         let outcome: Result<(), Arc<str>> = async {
-            let current = if quarantined {
-                None
-            } else {
-                self.share_current()
-                    .map_err(|err| Arc::from(err.to_string()))?
-            };
+            if self.current.lock().is_none() {
+                match tokio::time::timeout(timeout, self.ensure_live()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        return Err(Arc::from(format!("probe create failed: {err}")));
+                    }
+                    Err(_) => {
+                        return Err(Arc::from(format!(
+                            "probe create timed out after {timeout:?}"
+                        )));
+                    }
+                }
+            }
             let Shared {
                 instance: mut handle,
                 generation,
                 lane,
-            } = match current {
-                Some(current) => current,
-                None => {
-                    match tokio::time::timeout(timeout, self.create()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => {
-                            return Err(Arc::from(format!("probe create failed: {err}")));
-                        }
-                        Err(_) => {
-                            return Err(Arc::from(format!(
-                                "probe create timed out after {timeout:?}"
-                            )));
-                        }
-                    }
-                    self.share_current()
-                        .map_err(|err| Arc::from(err.to_string()))?
-                        .ok_or_else(|| Arc::from("the probe's instance was retired at once"))?
-                }
-            };
-            let check = AssertUnwindSafe(self.resource.check(&mut handle)).catch_unwind();
-            let checked = tokio::time::timeout(timeout, check).await;
+            } = self
+                .share_current()
+                .map_err(|err| Arc::from(err.to_string()))?
+                .ok_or_else(|| Arc::from("the probe's instance was retired at once"))?;
+            let checked = hooks::check(&*self.resource, &mut handle, timeout).await;
             drop(handle);
-            let failure: Option<Arc<str>> = match checked {
-                Ok(Ok(Ok(()))) => None,
-                Ok(Ok(Err(err))) => Some(Arc::from(format!("check failed: {err}"))),
-                Ok(Err(_)) => Some(Arc::from("check panicked")),
-                Err(_) => Some(Arc::from(format!("check timed out after {timeout:?}"))),
-            };
-            // The handle came from `share_current`, which counted it in use.
-            lane.release(generation, failure.is_some());
-            failure.map_or(Ok(()), Err)
+            // The handle came from `share_current`, which counted it in use; a failed check
+            // taints it, retiring the instance.
+            lane.release(generation, checked.is_err());
+            checked.map_err(|err| Arc::from(format!("check failed: {err}")))
         }
         .await;
         if outcome.is_ok() {
@@ -634,6 +714,8 @@ impl<R: Resource> Resident<R> {
         if let Some(reason) = &verdict.quarantine {
             *self.quarantine.lock() = Some(Arc::clone(reason));
             self.refresh_tripped();
+            // Suspect: the recovery probes start from a new instance.
+            self.retire_current();
         }
         if verdict.recovered {
             *self.quarantine.lock() = None;
@@ -642,17 +724,19 @@ impl<R: Resource> Resident<R> {
         emit_verdict(&self.runtime, &self.source, &verdict);
     }
 
+    /// The counts now. `size` is the live instance (0 or 1), the one being created (0 or 1)
+    /// and the retired ones not yet destroyed.
     pub(crate) fn stats(&self) -> PoolStats {
         let counts = self.counts.lock();
         let live = usize::from(self.current.lock().is_some());
         PoolStats {
-            size: live + counts.creating,
+            size: live + counts.creating + counts.releasing,
             max_size: 1,
             idle: 0,
             in_use: self.in_use(),
             waiters: 0,
             creating: counts.creating,
-            releasing: 0,
+            releasing: counts.releasing,
             created: counts.created,
             destroyed: counts.destroyed,
             create_errors: counts.create_errors,
@@ -660,11 +744,15 @@ impl<R: Resource> Resident<R> {
         }
     }
 
+    /// Stop serving: acquires fail with `ShuttingDown` from now on, and a create between two
+    /// attempts gives up.
     pub(crate) fn close(&self) {
         self.drain.closed.store(true, Ordering::SeqCst);
+        self.closing.notify_waiters();
     }
 
-    /// Wait for every handle to be released (or `deadline`), then destroy the instance.
+    /// Wait for every handle to be released and for the create under way to end, then retire
+    /// the instance and wait for every retired instance to be destroyed (or `deadline`).
     pub(crate) async fn drained(&self, deadline: Instant) -> Result<(), PoolStats> {
         loop {
             let notified = self.drain.released.notified();
@@ -675,21 +763,82 @@ impl<R: Resource> Resident<R> {
                 return Err(self.stats());
             }
         }
-        let retired = self.take_current(None);
+        // Held from here on: no create is under way, and none starts.
+        let Ok(_permit) = tokio::time::timeout_at(deadline, self.recreate.lock()).await else {
+            return Err(self.stats());
+        };
+        self.retire_current();
         self.empty_lanes();
-        if let Some(old) = retired {
-            self.counts.lock().destroyed += 1;
-            let destroy = AssertUnwindSafe(self.resource.destroy(old.instance)).catch_unwind();
-            if tokio::time::timeout_at(deadline, destroy).await.is_err() {
-                tracing::warn!(
-                    resource = R::KEY,
-                    "destroy did not finish before the shutdown deadline"
-                );
+        loop {
+            let notified = self.drain.released.notified();
+            if self.counts.lock().releasing == 0 {
+                return Ok(());
             }
-            self.runtime
-                .emit(Event::InstanceDestroyed(self.source.clone()));
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(self.stats());
+            }
         }
-        Ok(())
+    }
+}
+
+/// A create under way, counted in `creating` from before its task is spawned until it ends,
+/// however it ends (done, failed, or the task dropped unpolled by a dying runtime).
+struct Creating<R: Resource> {
+    resident: Arc<Resident<R>>,
+}
+
+impl<R: Resource> Creating<R> {
+    fn new(resident: Arc<Resident<R>>) -> Self {
+        let mut counts = resident.counts.lock();
+        counts.creating += 1;
+        debug_assert!(
+            counts.creating <= 1,
+            "resident `{}`: {} creates at once, under one permit",
+            R::KEY,
+            counts.creating
+        );
+        drop(counts);
+        Self { resident }
+    }
+}
+
+impl<R: Resource> Drop for Creating<R> {
+    fn drop(&mut self) {
+        self.resident.counts.lock().creating -= 1;
+    }
+}
+
+/// A retired instance on its way to `destroy`, counted in `releasing` until the destroy job
+/// ends, however it ends; shutdown waits for these.
+struct Retiring {
+    counts: Arc<Mutex<Counts>>,
+    drain: Arc<Drain>,
+    runtime: Arc<Runtime>,
+    source: Source,
+}
+
+impl Retiring {
+    fn new<R: Resource>(resident: &Resident<R>) -> Self {
+        resident.counts.lock().releasing += 1;
+        Self {
+            counts: Arc::clone(&resident.counts),
+            drain: Arc::clone(&resident.drain),
+            runtime: Arc::clone(&resident.runtime),
+            source: resident.source.clone(),
+        }
+    }
+}
+
+impl Drop for Retiring {
+    fn drop(&mut self) {
+        {
+            let mut counts = self.counts.lock();
+            counts.releasing -= 1;
+            counts.destroyed += 1;
+        }
+        self.runtime
+            .emit(Event::InstanceDestroyed(self.source.clone()));
+        self.drain.released.notify_waiters();
     }
 }
 
@@ -723,14 +872,4 @@ impl<R: Resource> Drop for ResidentProbe<'_, R> {
             self.resident.breaker.lock().release_probe();
         }
     }
-}
-
-pub(crate) fn not_shareable<R: Resource>() -> Error {
-    Error::config(
-        "topology",
-        format!(
-            "`{}` declares Topology::Resident but `Resource::share` returned None; implement it as `Some(instance.clone())`",
-            R::KEY
-        ),
-    )
 }
