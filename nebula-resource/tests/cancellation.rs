@@ -210,3 +210,42 @@ async fn waiters_are_served_in_arrival_order() {
     }
     assert_eq!(*order.lock(), vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 99]);
 }
+
+/// Regression (faults #14): a waiter handed an instance that turned out broken re-queued at
+/// the back, behind waiters that arrived after it: FIFO broken.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_handed_a_broken_instance_keeps_its_place_at_the_front() {
+    let probe = Probe::new();
+    let manager = common::pool_manager(&probe, PoolConfig::default().max_size(1)).await;
+    let held = manager.acquire::<TestResource>().await.unwrap();
+    let served = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    // Two waiters, in this order; each holds what it gets.
+    let mut waiters = Vec::new();
+    for label in ["first", "second"] {
+        let manager = manager.clone();
+        let served = std::sync::Arc::clone(&served);
+        waiters.push(tokio::spawn(async move {
+            let guard = manager.acquire::<TestResource>().await.unwrap();
+            served.lock().push(label);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(guard);
+        }));
+        settle().await;
+    }
+    assert_eq!(stats(&manager).waiters, 2);
+
+    // Returned healthy, handed to the first waiter, and broken before that waiter looks at it.
+    let broken = std::sync::Arc::clone(&held.broken);
+    drop(held);
+    broken.store(true, Ordering::SeqCst);
+    settle().await;
+    // The broken instance was destroyed and a new one created: it goes to the first waiter.
+    assert_eq!(
+        *served.lock(),
+        ["first"],
+        "the waiter handed a broken instance lost its place"
+    );
+    for waiter in waiters {
+        waiter.abort();
+    }
+}

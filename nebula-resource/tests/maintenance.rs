@@ -173,3 +173,39 @@ async fn guard_held_past_leak_threshold_is_reported_with_key_and_hold_time() {
     );
     drop(guard);
 }
+
+/// Regression (faults #9): health rounds must not defeat `idle_timeout`: a passing check used
+/// to set the instance's idle time to now, so with health every 30 s and idle_timeout 600 s
+/// surplus idle instances never retired.
+#[tokio::test(start_paused = true)]
+async fn surplus_idle_instances_retire_at_idle_timeout_while_health_rounds_pass() {
+    let probe = Probe::new();
+    let policy = nebula_resource::Policy::default()
+        .pool(
+            PoolConfig::default()
+                .max_size(4)
+                .min_idle(1)
+                .idle_timeout(Duration::from_secs(600))
+                .max_lifetime(None)
+                .maintenance_interval(Duration::from_secs(1)),
+        )
+        .breaker(nebula_resource::BreakerConfig::disabled())
+        .retry(nebula_resource::RetryPolicy::none())
+        .health(nebula_resource::HealthConfig::default().interval(Duration::from_secs(30)));
+    let manager = common::policy_manager(&probe, policy).await;
+    hold_n(&manager, 3).await;
+    settle().await;
+    let stats = manager.handle::<TestResource>().unwrap().stats();
+    assert_eq!((stats.size, stats.idle), (3, 3));
+
+    tokio::time::sleep(Duration::from_secs(700)).await;
+    settle().await;
+    assert!(probe.check_calls.load(Ordering::SeqCst) >= 3);
+    let stats = manager.handle::<TestResource>().unwrap().stats();
+    assert_eq!(
+        (stats.size, stats.idle, stats.destroyed),
+        (1, 1, 2),
+        "surplus idle 700 s with idle_timeout 600 s: {stats:?}"
+    );
+    assert_eq!(probe.alive(), 1);
+}

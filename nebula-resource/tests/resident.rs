@@ -191,3 +191,357 @@ async fn handles_from_many_threads_are_counted_and_a_retired_instance_is_let_go(
     manager.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_eq!(in_use(&manager), 0);
 }
+
+/// Counts of a [`Gated`] resource's instances.
+#[derive(Default)]
+struct GateCounts {
+    alive: AtomicUsize,
+    created: AtomicUsize,
+    destroy_calls: AtomicUsize,
+}
+
+/// Dropped with the last handle of an instance.
+struct Token(Arc<GateCounts>);
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone)]
+struct GatedClient {
+    label: String,
+    _token: Arc<Token>,
+}
+
+#[derive(Clone, Default)]
+struct Label(String);
+impl Config for Label {}
+
+/// While `hold` is set, `create` signals `entered` and waits for a permit of `open`.
+struct Gate {
+    hold: AtomicBool,
+    entered: tokio::sync::Semaphore,
+    open: tokio::sync::Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            hold: AtomicBool::new(false),
+            entered: tokio::sync::Semaphore::new(0),
+            open: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl Gate {
+    async fn entered(&self) {
+        self.entered.acquire().await.unwrap().forget();
+    }
+}
+
+/// A resident whose creates the test can hold at a gate.
+struct Gated {
+    counts: Arc<GateCounts>,
+    gate: Arc<Gate>,
+}
+
+impl Resource for Gated {
+    type Config = Label;
+    type Instance = GatedClient;
+    const KEY: &'static str = "gated";
+    const TOPOLOGY: Topology = Topology::Resident;
+
+    async fn create(&self, config: &Label, _: &CreateContext) -> Result<GatedClient, Error> {
+        if self.gate.hold.load(Ordering::SeqCst) {
+            self.gate.entered.add_permits(1);
+            self.gate.open.acquire().await.unwrap().forget();
+        }
+        self.counts.alive.fetch_add(1, Ordering::SeqCst);
+        self.counts.created.fetch_add(1, Ordering::SeqCst);
+        Ok(GatedClient {
+            label: config.0.clone(),
+            _token: Arc::new(Token(Arc::clone(&self.counts))),
+        })
+    }
+
+    async fn destroy(&self, client: GatedClient) {
+        self.counts.destroy_calls.fetch_add(1, Ordering::SeqCst);
+        drop(client);
+    }
+
+    fn share(&self, client: &GatedClient) -> Option<GatedClient> {
+        Some(client.clone())
+    }
+}
+
+async fn gated(policy: nebula_resource::Policy) -> (ResourceManager, Arc<GateCounts>, Arc<Gate>) {
+    let counts = Arc::new(GateCounts::default());
+    let gate = Arc::new(Gate::default());
+    let manager = ResourceManager::builder()
+        .register_with(
+            Gated {
+                counts: Arc::clone(&counts),
+                gate: Arc::clone(&gate),
+            },
+            Label("old".into()),
+            policy,
+        )
+        .build()
+        .await
+        .unwrap();
+    (manager, counts, gate)
+}
+
+fn quiet_policy() -> nebula_resource::Policy {
+    nebula_resource::Policy::default()
+        .retry(nebula_resource::RetryPolicy::none())
+        .breaker(nebula_resource::BreakerConfig::disabled())
+        .health(nebula_resource::HealthConfig::disabled())
+}
+
+/// Regression (faults #5): a resident create read config and credentials when it started and
+/// installed its instance unconditionally: a reconfigure during the create was lost, and every
+/// later acquire kept the old config.
+#[tokio::test(start_paused = true)]
+async fn a_reconfigure_during_an_in_flight_resident_create_is_not_lost() {
+    let (manager, counts, gate) = gated(quiet_policy()).await;
+    // Retire the instance made by build(): the next acquire creates one.
+    manager.acquire::<Gated>().await.unwrap().taint();
+    gate.hold.store(true, Ordering::SeqCst);
+    let in_flight = {
+        let manager = manager.clone();
+        tokio::spawn(async move { manager.acquire::<Gated>().await.map(|c| c.label.clone()) })
+    };
+    gate.entered().await;
+
+    // Reconfigured while that create (with the old config) is in flight.
+    manager.reconfigure::<Gated>(Label("new".into())).unwrap();
+    gate.hold.store(false, Ordering::SeqCst);
+    gate.open.add_permits(1);
+    let _ = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .expect("the in-flight acquire finishes")
+        .unwrap();
+
+    let client = tokio::time::timeout(Duration::from_secs(5), manager.acquire::<Gated>())
+        .await
+        .expect("acquire finishes")
+        .unwrap();
+    assert_eq!(
+        client.label, "new",
+        "the reconfigure was lost: acquires after it still get the old config"
+    );
+    drop(client);
+    manager.shutdown(Duration::from_secs(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(counts.alive.load(Ordering::SeqCst), 0);
+}
+
+/// Regression (faults #6): a health-probe create that timed out was dropped between
+/// `creating += 1` and `creating -= 1`, leaking `creating` (and so `size` above max_size 1).
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_resident_health_probe_create_leaks_no_creating_count() {
+    let (manager, counts, gate) = gated(
+        nebula_resource::Policy::default()
+            .retry(nebula_resource::RetryPolicy::none())
+            .breaker(nebula_resource::BreakerConfig::disabled())
+            .health(
+                nebula_resource::HealthConfig::default()
+                    .interval(Duration::from_secs(1))
+                    .timeout(Duration::from_millis(100))
+                    .failure_threshold(5),
+            ),
+    )
+    .await;
+    // No instance: the next health round probes by creating, and that create hangs past the
+    // health timeout (100 ms).
+    manager.acquire::<Gated>().await.unwrap().taint();
+    gate.hold.store(true, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), gate.entered())
+        .await
+        .expect("the health round probes by creating");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.hold.store(false, Ordering::SeqCst);
+    gate.open.add_permits(10);
+
+    let client = tokio::time::timeout(Duration::from_secs(5), manager.acquire::<Gated>())
+        .await
+        .expect("acquire finishes")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let pool = manager.status().resource("gated").unwrap().pool.clone();
+    assert_eq!(
+        (pool.size, pool.creating, pool.max_size),
+        (1, 0, 1),
+        "{pool:?}"
+    );
+    drop(client);
+    manager.shutdown(Duration::from_secs(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(counts.alive.load(Ordering::SeqCst), 0);
+}
+
+/// Regression (faults #7): resident shutdown did not wait for an in-flight create, which then
+/// installed its instance into the closed resident, never to be destroyed.
+#[tokio::test(start_paused = true)]
+async fn resident_shutdown_destroys_the_instance_of_a_create_in_flight() {
+    let (manager, counts, gate) = gated(quiet_policy()).await;
+    manager.acquire::<Gated>().await.unwrap().taint();
+    gate.hold.store(true, Ordering::SeqCst);
+    let in_flight = {
+        let manager = manager.clone();
+        tokio::spawn(async move { manager.acquire::<Gated>().await.map(drop) })
+    };
+    gate.entered().await;
+
+    let shutdown = {
+        let manager = manager.clone();
+        tokio::spawn(async move { manager.shutdown(Duration::from_secs(2)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.hold.store(false, Ordering::SeqCst);
+    gate.open.add_permits(1);
+    let _ = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .expect("the in-flight acquire finishes");
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown finishes")
+        .unwrap()
+        .expect("nothing in use: shutdown succeeds");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // The create in flight either finished before the close (its instance is destroyed with
+    // the rest) or was abandoned by it (it made nothing): every instance made is destroyed.
+    let pool = manager.status().resource("gated").unwrap().pool.clone();
+    let created = counts.created.load(Ordering::SeqCst);
+    assert_eq!(
+        (
+            counts.destroy_calls.load(Ordering::SeqCst),
+            counts.alive.load(Ordering::SeqCst)
+        ),
+        (created, 0),
+        "(destroyed, alive) after shutdown, of {created} created; pool {pool:?}"
+    );
+    assert_eq!(pool.size, 0, "{pool:?}");
+}
+
+/// A resident whose `share` can be made to block (a plain thread wait) once, so that an
+/// acquire stops between its `closed` check and counting its handle in use.
+struct SlowShare {
+    counts: Arc<GateCounts>,
+    block: Arc<AtomicBool>,
+    entered: std::sync::mpsc::SyncSender<()>,
+    open: parking_lot::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Resource for SlowShare {
+    type Config = Label;
+    type Instance = GatedClient;
+    const KEY: &'static str = "slow-share";
+    const TOPOLOGY: Topology = Topology::Resident;
+
+    async fn create(&self, config: &Label, _: &CreateContext) -> Result<GatedClient, Error> {
+        self.counts.alive.fetch_add(1, Ordering::SeqCst);
+        self.counts.created.fetch_add(1, Ordering::SeqCst);
+        Ok(GatedClient {
+            label: config.0.clone(),
+            _token: Arc::new(Token(Arc::clone(&self.counts))),
+        })
+    }
+
+    async fn destroy(&self, client: GatedClient) {
+        self.counts.destroy_calls.fetch_add(1, Ordering::SeqCst);
+        drop(client);
+    }
+
+    fn share(&self, client: &GatedClient) -> Option<GatedClient> {
+        if self.block.swap(false, Ordering::SeqCst) {
+            self.entered.send(()).unwrap();
+            self.open.lock().recv().unwrap();
+        }
+        Some(client.clone())
+    }
+}
+
+/// Regression (faults #8): close raced an acquire already past its `closed` check: shutdown
+/// returned Ok after destroying the instance the user then held.
+#[test]
+fn resident_shutdown_never_destroys_an_instance_a_racing_acquire_hands_out() {
+    let counts = Arc::new(GateCounts::default());
+    let block = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered_rx) = std::sync::mpsc::sync_channel(1);
+    let (open_tx, open_rx) = std::sync::mpsc::sync_channel(1);
+    let main = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let manager = main.block_on(async {
+        ResourceManager::builder()
+            .register_with(
+                SlowShare {
+                    counts: Arc::clone(&counts),
+                    block: Arc::clone(&block),
+                    entered: entered_tx,
+                    open: parking_lot::Mutex::new(open_rx),
+                },
+                Label("only".into()),
+                quiet_policy(),
+            )
+            .build()
+            .await
+            .unwrap()
+    });
+
+    // The acquirer, on a thread (and lane) of its own: one acquire fills its lane, the second
+    // stops inside `share`, past the `closed` check.
+    let acquirer = {
+        let manager = manager.clone();
+        let counts = Arc::clone(&counts);
+        let block = Arc::clone(&block);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                drop(manager.acquire::<SlowShare>().await.unwrap());
+                block.store(true, Ordering::SeqCst);
+                match manager.acquire::<SlowShare>().await {
+                    Ok(client) => {
+                        // Hold the handle a while: the instance must not be destroyed under it.
+                        std::thread::sleep(Duration::from_millis(300));
+                        let destroyed_while_held = counts.destroy_calls.load(Ordering::SeqCst);
+                        drop(client);
+                        Ok(destroyed_while_held)
+                    }
+                    Err(err) => Err(err.kind()),
+                }
+            })
+        })
+    };
+    entered_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the acquire reached share");
+    // Let the acquire go on once shutdown has begun.
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = open_tx.send(());
+    });
+    let shutdown = main.block_on(manager.shutdown(Duration::from_secs(3)));
+    let acquired = acquirer.join().unwrap();
+    opener.join().unwrap();
+    match acquired {
+        Ok(destroyed_while_held) => assert_eq!(
+            destroyed_while_held, 0,
+            "shutdown ({shutdown:?}) destroyed the instance while an acquire that raced it held a handle"
+        ),
+        Err(kind) => assert_eq!(kind, ErrorKind::ShuttingDown),
+    }
+    shutdown.expect("shutdown succeeds once the handle is back");
+    main.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+    assert_eq!(counts.alive.load(Ordering::SeqCst), 0);
+}

@@ -398,3 +398,82 @@ async fn policy_fields_are_validated_by_name() {
         assert!(err.to_string().contains("test"), "{err}");
     }
 }
+
+/// Every instance it makes is broken from the start.
+struct AlwaysBroken {
+    creates: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Resource for AlwaysBroken {
+    type Config = FrontConfig;
+    type Instance = u64;
+    const KEY: &'static str = "always-broken";
+
+    async fn create(&self, _config: &FrontConfig, _ctx: &CreateContext) -> Result<u64, Error> {
+        Ok(self.creates.fetch_add(1, Ordering::SeqCst) as u64)
+    }
+
+    fn is_broken(&self, _instance: &u64) -> bool {
+        true
+    }
+}
+
+/// Regression (faults #18): an instance broken right after its create was discarded on the
+/// acquire side with no breaker failure and no backoff: one acquire created and destroyed
+/// ~100,000 instances in 200 ms with the breaker still closed (and never returned under paused
+/// time, which is why this test runs in real time).
+#[tokio::test]
+async fn instances_broken_at_birth_count_as_create_failures_and_open_the_breaker() {
+    let creates = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let manager = ResourceManager::builder()
+        .register_with(
+            AlwaysBroken {
+                creates: std::sync::Arc::clone(&creates),
+            },
+            FrontConfig,
+            Policy::default()
+                .pool(
+                    PoolConfig::default()
+                        .max_size(2)
+                        .acquire_timeout(Duration::from_millis(300)),
+                )
+                .health(HealthConfig::disabled())
+                .retry(
+                    RetryPolicy::exponential(Duration::from_millis(50), 3)
+                        .randomization_factor(0.0),
+                )
+                .breaker(
+                    BreakerConfig::default()
+                        .window(10)
+                        .minimum_calls(2)
+                        .failure_rate_threshold(0.5)
+                        .open_wait(Duration::from_secs(10)),
+                ),
+        )
+        .build()
+        .await
+        .expect("build");
+    let acquired = tokio::time::timeout(Duration::from_secs(5), manager.acquire::<AlwaysBroken>())
+        .await
+        .expect("the acquire ends");
+    let err = acquired.map(drop).unwrap_err();
+    let made = creates.load(Ordering::SeqCst);
+    assert!(
+        made <= 20,
+        "{made} instances created for one acquire (error: {err})"
+    );
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Timeout | ErrorKind::CircuitOpen | ErrorKind::Create
+        ),
+        "{err}"
+    );
+    let breaker = manager
+        .status()
+        .resource("always-broken")
+        .unwrap()
+        .breaker
+        .state;
+    assert_eq!(breaker, BreakerState::Open, "{made} creates");
+}

@@ -210,3 +210,80 @@ async fn random_resizes_under_load_converge_and_lose_nothing() {
         .expect("shutdown");
     assert_eq!(probe.alive(), 0);
 }
+
+/// Regression (faults #13): a shrink missed creates already in flight: with no waiter left they
+/// landed idle above the new maximum and stayed there (size 4, max_size 1, idle 4).
+#[tokio::test(start_paused = true)]
+async fn creates_in_flight_during_a_shrink_do_not_stay_above_the_new_maximum() {
+    let probe = Probe::new();
+    probe.set(common::Hook::Create, common::Outcome::Slow);
+    let manager = common::pool_manager(&probe, PoolConfig::default().max_size(4)).await;
+    // Four acquires start four creates (50 ms each) and give up after 10 ms.
+    let acquires: Vec<_> = (0..4)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_millis(10), manager.acquire::<TestResource>())
+                    .await
+                    .is_err()
+            })
+        })
+        .collect();
+    for acquire in acquires {
+        assert!(acquire.await.unwrap(), "the acquire gave up");
+    }
+    let stats = manager.handle::<TestResource>().unwrap().stats();
+    assert_eq!((stats.size, stats.creating, stats.waiters), (4, 4, 0));
+
+    manager.resize::<TestResource>(1, 0).expect("resize");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle().await;
+    let stats = manager.handle::<TestResource>().unwrap().stats();
+    assert!(
+        stats.size <= stats.max_size && stats.max_size == 1,
+        "instances above the new maximum: {stats:?}"
+    );
+    assert_eq!(stats.size, stats.idle, "{stats:?}");
+    assert_eq!(probe.alive(), stats.size);
+}
+
+/// Regression (faults #15): a shrink destroyed more than the surplus: the size compared with
+/// the new maximum still counted instances already handed to the release worker, so
+/// resize 2 → 1 with both in use, then both dropped back to back, left the pool empty.
+#[tokio::test(start_paused = true)]
+async fn a_shrink_destroys_only_the_surplus_when_guards_return_back_to_back() {
+    let probe = Probe::new();
+    let manager = common::pool_manager(&probe, PoolConfig::default().max_size(2)).await;
+    let a = manager.acquire::<TestResource>().await.expect("a");
+    let b = manager.acquire::<TestResource>().await.expect("b");
+    manager.resize::<TestResource>(1, 0).expect("resize");
+    drop(a);
+    drop(b);
+    settle().await;
+    let stats = manager.handle::<TestResource>().unwrap().stats();
+    assert_eq!(
+        (stats.size, stats.idle, stats.destroyed),
+        (1, 1, 1),
+        "one surplus instance, one destroyed: {stats:?}"
+    );
+    assert_eq!(probe.alive(), 1);
+}
+
+/// Regression (faults #16): resize was accepted after shutdown (Ok, and status reported the
+/// new size of a closed pool); it must fail with ShuttingDown.
+#[tokio::test(start_paused = true)]
+async fn resize_after_shutdown_fails_with_shutting_down() {
+    let probe = Probe::new();
+    let manager = common::pool_manager(&probe, PoolConfig::default().max_size(2)).await;
+    drop(manager.acquire::<TestResource>().await.expect("acquire"));
+    manager
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+    let err = manager
+        .resize::<TestResource>(8, 1)
+        .expect_err("resize of a closed pool");
+    assert_eq!(err.kind(), ErrorKind::ShuttingDown, "{err}");
+    let stats = manager.handle::<TestResource>().unwrap().stats();
+    assert_eq!((stats.size, stats.max_size), (0, 2), "{stats:?}");
+}

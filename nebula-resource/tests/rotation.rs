@@ -321,3 +321,76 @@ async fn a_resident_is_recreated_with_the_new_config() {
     drop(old);
     manager.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A provider that hangs while `hung` is set, and answers otherwise.
+struct HangingProvider {
+    hung: AtomicBool,
+}
+
+impl nebula_resource::CredentialProvider for HangingProvider {
+    fn fetch<'a>(
+        &'a self,
+        _tenant: Option<&'a nebula_resource::TenantId>,
+    ) -> nebula_resource::CredentialFuture<'a> {
+        let hung = self.hung.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if hung {
+                std::future::pending::<()>().await;
+            }
+            Ok(Credentials::new("recovered-password"))
+        })
+    }
+}
+
+/// Regression (faults #4): one hung credential fetch (no timeout, the fetch lock held across
+/// it, and the hung create still counted as covering the waiters) wedged the pool: acquires
+/// timed out forever after the provider recovered, and shutdown failed.
+#[tokio::test(start_paused = true)]
+async fn a_hung_credential_fetch_does_not_wedge_the_pool_once_the_provider_recovers() {
+    let db = Db::default();
+    let provider = Arc::new(HangingProvider {
+        hung: AtomicBool::new(true),
+    });
+    let manager = ResourceManager::builder()
+        .register_with(
+            db.clone(),
+            DbConfig {
+                database: "orders".into(),
+            },
+            Policy::default()
+                .pool(
+                    PoolConfig::default()
+                        .max_size(2)
+                        .create_timeout(Duration::from_secs(1))
+                        .acquire_timeout(Duration::from_secs(2)),
+                )
+                .retry(nebula_resource::RetryPolicy::none())
+                .breaker(nebula_resource::BreakerConfig::disabled())
+                .health(nebula_resource::HealthConfig::disabled())
+                .credentials_shared(provider.clone()),
+        )
+        .build()
+        .await
+        .expect("build");
+
+    // The provider hangs: this acquire cannot be served.
+    let first = tokio::time::timeout(Duration::from_secs(5), manager.acquire::<Db>())
+        .await
+        .expect("the acquire is bounded by its timeouts");
+    assert!(first.is_err());
+
+    // The provider recovers: the pool serves again.
+    provider.hung.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let conn = tokio::time::timeout(Duration::from_secs(5), manager.acquire::<Db>())
+        .await
+        .expect("the acquire is bounded by its timeouts")
+        .expect("served once the provider recovered");
+    assert_eq!(conn.password, "recovered-password");
+    drop(conn);
+    manager
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("nothing in use: shutdown succeeds");
+    assert!(db.alive().is_empty(), "{:?}", db.alive());
+}

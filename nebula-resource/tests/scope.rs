@@ -366,3 +366,58 @@ async fn shutdown_ends_every_live_scope_and_waits_for_its_guards() {
     assert_eq!(tail, ["destroy session e", "destroy workspace w"]);
     assert_eq!(scopes(&manager, "session"), 0);
 }
+
+/// A scoped resource whose create takes 90 s.
+struct SlowScoped;
+
+impl Resource for SlowScoped {
+    type Config = NoConfig;
+    type Instance = u64;
+    const KEY: &'static str = "slow-scoped";
+
+    async fn create(&self, _: &NoConfig, _: &CreateContext) -> Result<u64, Error> {
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        Ok(7)
+    }
+}
+
+/// Regression (faults #11): scope maintenance ended a scope whose first acquire was still in
+/// flight (last_used is touched only on success), failing it with a misleading "the manager is
+/// shutting down".
+#[tokio::test(start_paused = true)]
+async fn scope_maintenance_does_not_end_a_scope_with_an_acquire_in_flight() {
+    let manager = ResourceManager::builder()
+        .register_with(
+            SlowScoped,
+            NoConfig,
+            Policy::default()
+                .scope(Scope::Workflow)
+                .retry(nebula_resource::RetryPolicy::none())
+                .breaker(nebula_resource::BreakerConfig::disabled())
+                .health(nebula_resource::HealthConfig::disabled())
+                .pool(
+                    PoolConfig::default()
+                        .max_size(1)
+                        .idle_timeout(Duration::from_secs(60))
+                        .create_timeout(Duration::from_secs(120))
+                        .acquire_timeout(Duration::from_secs(120))
+                        .maintenance_interval(Duration::from_secs(1)),
+                ),
+        )
+        .build()
+        .await
+        .expect("build");
+    let ctx = Context::global().with_workflow("busy");
+    // The acquire waits 90 s for its create, past the 60 s idle_timeout: the scope is in use.
+    let acquired = tokio::time::timeout(
+        Duration::from_secs(150),
+        manager.acquire_in::<SlowScoped>(&ctx),
+    )
+    .await
+    .expect("the acquire finishes");
+    let guard = acquired.expect("the scope's in-flight acquire is served, not ended");
+    assert_eq!(*guard, 7);
+    assert_eq!(scopes(&manager, "slow-scoped"), 1);
+    drop(guard);
+    manager.shutdown(Duration::from_secs(1)).await.unwrap();
+}

@@ -164,3 +164,47 @@ async fn shutdown_deadline_names_what_is_still_in_use() {
     assert_eq!(probe.alive(), 0);
     let _ = Event::ShutdownStarted;
 }
+
+/// Regression (faults #10): the create retry loop ignored close: a closed pool kept sleeping
+/// and retrying while it held a place, and shutdown failed with nothing in use.
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_a_create_retrying_with_backoff() {
+    let probe = Probe::new();
+    let manager = common::policy_manager(
+        &probe,
+        nebula_resource::Policy::default()
+            .pool(
+                PoolConfig::default()
+                    .max_size(1)
+                    .acquire_timeout(Duration::from_millis(500)),
+            )
+            .breaker(nebula_resource::BreakerConfig::disabled())
+            .health(nebula_resource::HealthConfig::disabled())
+            .retry(
+                nebula_resource::RetryPolicy::exponential(Duration::from_secs(1), 20)
+                    .randomization_factor(0.0)
+                    .max_interval(Duration::from_secs(10)),
+            ),
+    )
+    .await;
+    probe.set(common::Hook::Create, common::Outcome::Err);
+    // The acquire gives up; its create goes on retrying (1 s, 2 s, 4 s, ... apart).
+    let err = manager.acquire::<TestResource>().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let stats = manager.handle::<TestResource>().unwrap().stats();
+    assert_eq!((stats.size, stats.creating), (1, 1), "{stats:?}");
+
+    let calls_at_shutdown = probe.create_calls.load(std::sync::atomic::Ordering::SeqCst);
+    manager
+        .shutdown(Duration::from_secs(3))
+        .await
+        .expect("nothing in use: shutdown ends the retrying create");
+    let stats = manager.handle::<TestResource>().unwrap().stats();
+    assert_eq!((stats.size, stats.creating), (0, 0), "{stats:?}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        probe.create_calls.load(std::sync::atomic::Ordering::SeqCst) <= calls_at_shutdown + 1,
+        "a closed pool kept retrying its create"
+    );
+    assert_eq!(probe.alive(), 0);
+}

@@ -372,3 +372,62 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
     .await
     .expect("condition within 5 s");
 }
+
+/// Regression (faults #12): tenant idle-TTL eviction treated a saturated tenant with queued
+/// waiters as idle: the waiters moved to a new pool beside the old in-use instance (alive 2 for
+/// a tenant with max_size 1).
+#[tokio::test(start_paused = true)]
+async fn a_tenant_with_waiters_queued_is_not_evicted_as_idle() {
+    let db = TenantDb::default();
+    let manager = manager_with(
+        &db,
+        Policy::default()
+            .retry(nebula_resource::RetryPolicy::none())
+            .breaker(nebula_resource::BreakerConfig::disabled())
+            .health(nebula_resource::HealthConfig::disabled())
+            .pool(
+                PoolConfig::default()
+                    .max_size(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .maintenance_interval(Duration::from_millis(20)),
+            ),
+        Tenancy::default().tenant_idle_ttl(Duration::from_millis(150)),
+    )
+    .await;
+    let ctx = Context::tenant("acme");
+    let held = manager.acquire_in::<TenantDb>(&ctx).await.expect("acquire");
+    let waiter = {
+        let manager = manager.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            manager
+                .acquire_in::<TenantDb>(&ctx)
+                .await
+                .map(|conn| conn.database.clone())
+        })
+    };
+    // Past the idle TTL several times over, with the waiter queued the whole time.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        (
+            db.alive.load(Ordering::SeqCst),
+            db.created.load(Ordering::SeqCst)
+        ),
+        (1, 1),
+        "a tenant with max_size 1 has one instance"
+    );
+    assert!(!waiter.is_finished(), "the waiter was failed or served");
+    let entry = manager.status().resource("tenant-db").cloned().unwrap();
+    assert_eq!(entry.tenants.len(), 1, "the busy tenant was evicted");
+
+    drop(held);
+    let served = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter finishes")
+        .unwrap()
+        .expect("the waiter is served with the released instance");
+    assert_eq!(served, "db_acme");
+    assert_eq!(db.created.load(Ordering::SeqCst), 1);
+    manager.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(db.alive.load(Ordering::SeqCst), 0);
+}

@@ -103,3 +103,40 @@ async fn context_deadline_caps_the_wait() {
     assert_eq!(err.kind(), ErrorKind::TenantRejected);
     assert_eq!(err.tenant(), Some("acme; DROP"));
 }
+
+/// Regression (faults #17): a waiter re-queued after a bad hand-off restarted its clock, so a
+/// Timeout reported only the time since the last re-queue (an acquire that waited 201 ms said
+/// "timed out after 6.089µs").
+#[tokio::test(start_paused = true)]
+async fn a_timeout_after_a_requeue_reports_the_whole_wait() {
+    let probe = Probe::new();
+    let manager = common::pool_manager(
+        &probe,
+        PoolConfig::default()
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let held = manager.acquire::<TestResource>().await.unwrap();
+    let waiter = {
+        let manager = manager.clone();
+        tokio::spawn(async move { manager.acquire::<TestResource>().await.map(drop) })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // At 100 ms the waiter is handed an instance that is broken by the time it looks: it
+    // waits again, and no new instance comes (creates hang).
+    probe.set(Hook::Create, Outcome::Never);
+    let broken = std::sync::Arc::clone(&held.broken);
+    drop(held);
+    broken.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let err = waiter.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Permit), "{err}");
+    assert_eq!(
+        err.waited(),
+        Some(Duration::from_millis(200)),
+        "the acquire waited 200 ms in all: {err}"
+    );
+}
