@@ -300,7 +300,6 @@ async fn a_synchronously_panicking_resident_destroy_does_not_unwind_out_of_shutd
         .status()
         .resource("resident-sync-panic")
         .unwrap()
-        .pool
-        .clone();
+        .pool;
     assert_eq!((pool.size, pool.destroyed), (0, 1), "{pool:?}");
 }

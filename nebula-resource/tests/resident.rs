@@ -372,7 +372,7 @@ async fn a_timed_out_resident_health_probe_create_leaks_no_creating_count() {
         .expect("acquire finishes")
         .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let pool = manager.status().resource("gated").unwrap().pool.clone();
+    let pool = manager.status().resource("gated").unwrap().pool;
     assert_eq!(
         (pool.size, pool.creating, pool.max_size),
         (1, 0, 1),
@@ -416,7 +416,7 @@ async fn resident_shutdown_destroys_the_instance_of_a_create_in_flight() {
 
     // The create in flight either finished before the close (its instance is destroyed with
     // the rest) or was abandoned by it (it made nothing): every instance made is destroyed.
-    let pool = manager.status().resource("gated").unwrap().pool.clone();
+    let pool = manager.status().resource("gated").unwrap().pool;
     let created = counts.created.load(Ordering::SeqCst);
     assert_eq!(
         (
