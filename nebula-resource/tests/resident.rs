@@ -545,3 +545,58 @@ fn resident_shutdown_never_destroys_an_instance_a_racing_acquire_hands_out() {
     main.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
     assert_eq!(counts.alive.load(Ordering::SeqCst), 0);
 }
+
+/// A resident whose `check` never finishes.
+struct HungCheck;
+
+impl Resource for HungCheck {
+    type Config = NoConfig;
+    type Instance = Arc<()>;
+    const KEY: &'static str = "hung-check";
+    const TOPOLOGY: Topology = Topology::Resident;
+
+    async fn create(&self, _: &NoConfig, _: &CreateContext) -> Result<Arc<()>, Error> {
+        Ok(Arc::new(()))
+    }
+
+    async fn check(&self, _: &mut Arc<()>) -> Result<(), Error> {
+        std::future::pending().await
+    }
+
+    fn share(&self, client: &Arc<()>) -> Option<Arc<()>> {
+        Some(Arc::clone(client))
+    }
+}
+
+/// Found by the resident fault-schedule test: shutdown stops the health scheduler, dropping a
+/// round in the middle of its check; the handle the round held stayed counted in use, and
+/// shutdown then waited for it until its deadline.
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_resident_health_check_does_not_wait_for_its_handle() {
+    let manager = ResourceManager::builder()
+        .register_with(
+            HungCheck,
+            NoConfig,
+            nebula_resource::Policy::default().health(
+                nebula_resource::HealthConfig::default()
+                    .interval(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(3600)),
+            ),
+        )
+        .build()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = manager.status().resource("hung-check").unwrap().pool;
+    assert_eq!(
+        during.in_use, 1,
+        "the round's handle is counted while it checks"
+    );
+
+    manager
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("nothing in use but the dropped round's handle");
+    let after = manager.status().resource("hung-check").unwrap().pool;
+    assert_eq!((after.in_use, after.size), (0, 0), "{after:?}");
+}

@@ -575,16 +575,16 @@ impl<R: Resource> Resident<R> {
     /// Make `instance` the current one, unless it cannot be shared, the resident closed, or the
     /// settings changed since it was made (then it retires at once).
     fn install(&self, instance: R::Instance, settings: u64) -> Result<(), Error> {
-        if let Err(err) = hooks::share(&*self.resource, &instance) {
-            self.retire(instance);
-            return Err(self.error(err));
-        }
         let generation = {
             let mut counts = self.counts.lock();
             counts.created += 1;
             counts.generation += 1;
             counts.generation
         };
+        if let Err(err) = hooks::share(&*self.resource, &instance) {
+            self.retire(instance);
+            return Err(self.error(err));
+        }
         let installed = {
             let mut current = self.current.lock();
             // Under the lock `new_generation` and `drained` take the current instance with:
@@ -692,18 +692,27 @@ impl<R: Resource> Resident<R> {
                 }
             }
             let Shared {
-                instance: mut handle,
+                instance,
                 generation,
                 lane,
             } = self
                 .share_current()
                 .map_err(|err| Arc::from(err.to_string()))?
                 .ok_or_else(|| Arc::from("the probe's instance was retired at once"))?;
-            let checked = hooks::check(&*self.resource, &mut handle, timeout).await;
-            drop(handle);
-            // The handle came from `share_current`, which counted it in use; a failed check
-            // taints it, retiring the instance.
-            lane.release(generation, checked.is_err());
+            // Released however the round ends, even dropped mid-check by the scheduler
+            // stopping at shutdown; tainted if the check failed.
+            let mut checking = Checking {
+                instance: Some(instance),
+                generation,
+                lane,
+                failed: false,
+            };
+            let checked = match checking.instance.as_mut() {
+                Some(instance) => hooks::check(&*self.resource, instance, timeout).await,
+                None => Ok(()),
+            };
+            checking.failed = checked.is_err();
+            drop(checking);
             checked.map_err(|err| Arc::from(format!("check failed: {err}")))
         }
         .await;
@@ -778,6 +787,22 @@ impl<R: Resource> Resident<R> {
                 return Err(self.stats());
             }
         }
+    }
+}
+
+/// A handle a health round checks. `share_current` counted it in use; dropping this releases
+/// it, tainting it if its check failed.
+struct Checking<R: Resource> {
+    instance: Option<R::Instance>,
+    generation: u64,
+    lane: Arc<Lane<R>>,
+    failed: bool,
+}
+
+impl<R: Resource> Drop for Checking<R> {
+    fn drop(&mut self) {
+        drop(self.instance.take());
+        self.lane.release(self.generation, self.failed);
     }
 }
 
