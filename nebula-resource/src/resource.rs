@@ -88,8 +88,11 @@ pub trait Resource: Send + Sync + Sized + 'static {
     }
 
     /// Cheap and synchronous: is this instance known to be broken (closed socket, poisoned
-    /// state)? Called when a guard is dropped and before an idle instance is handed out; a broken
-    /// instance is destroyed, never returned. Defaults to `false`.
+    /// state)? Called right after [`create`](Self::create), before an instance is handed out,
+    /// and when a guard is dropped. A broken instance is destroyed, never handed out or kept,
+    /// and counts as a failure with the circuit breaker; one broken as soon as it is created
+    /// fails that create attempt (so the retry policy's backoff applies and the breaker can
+    /// open). A panic counts as broken. Defaults to `false`.
     fn is_broken(&self, instance: &Self::Instance) -> bool {
         let _ = instance;
         false
