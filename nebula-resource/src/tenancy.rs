@@ -419,7 +419,7 @@ impl<R: Resource> TenantPools<R> {
             .map(|(tenant, pool)| TenantStatus {
                 tenant,
                 pool: pool.stats(),
-                health: pool.watch.report(),
+                health: pool.life.watch.report(),
                 breaker: pool.breaker_status(),
             })
             .collect();
@@ -449,7 +449,7 @@ impl<R: Resource> TenantPools<R> {
     pub(crate) fn health(&self) -> HealthReport {
         self.live()
             .into_iter()
-            .map(|(_, pool)| pool.watch.report())
+            .map(|(_, pool)| pool.life.watch.report())
             .max_by_key(|report| report.health)
             .unwrap_or_else(|| self.idle_watch.report())
     }
@@ -472,7 +472,7 @@ impl<R: Resource> TenantPools<R> {
 
     pub(crate) fn set_dependency_health(&self, dependency: Option<&str>) {
         for (_, pool) in self.live() {
-            pool.set_dependency_health(dependency);
+            pool.life.set_dependency_health(dependency);
         }
     }
 

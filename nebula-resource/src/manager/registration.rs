@@ -307,8 +307,8 @@ impl<R: Resource> Erased for Registration<R> {
 
     fn health(&self) -> HealthReport {
         match &self.backend {
-            Backend::Pooled(pool) => pool.watch.report(),
-            Backend::Resident(resident) => resident.watch.report(),
+            Backend::Pooled(pool) => pool.life.watch.report(),
+            Backend::Resident(resident) => resident.life.watch.report(),
             Backend::PerTenant(tenants) => tenants.health(),
             Backend::Scoped(scoped) => scoped.health(),
         }
@@ -337,8 +337,8 @@ impl<R: Resource> Erased for Registration<R> {
 
     fn set_dependency_health(&self, dependency: Option<&str>) {
         match &self.backend {
-            Backend::Pooled(pool) => pool.set_dependency_health(dependency),
-            Backend::Resident(resident) => resident.set_dependency_health(dependency),
+            Backend::Pooled(pool) => pool.life.set_dependency_health(dependency),
+            Backend::Resident(resident) => resident.life.set_dependency_health(dependency),
             Backend::PerTenant(tenants) => tenants.set_dependency_health(dependency),
             Backend::Scoped(scoped) => scoped.set_dependency_health(dependency),
         }
@@ -346,12 +346,18 @@ impl<R: Resource> Erased for Registration<R> {
 
     fn health_delay(&self) -> Option<std::time::Duration> {
         match &self.backend {
-            Backend::Pooled(pool) => pool.watch.config.enabled.then(|| pool.watch.next_delay()),
-            Backend::Resident(resident) => resident
+            Backend::Pooled(pool) => pool
+                .life
                 .watch
                 .config
                 .enabled
-                .then(|| resident.watch.next_delay()),
+                .then(|| pool.life.watch.next_delay()),
+            Backend::Resident(resident) => resident
+                .life
+                .watch
+                .config
+                .enabled
+                .then(|| resident.life.watch.next_delay()),
             Backend::PerTenant(tenants) => tenants.health_delay(),
             Backend::Scoped(_) => None,
         }
@@ -359,8 +365,8 @@ impl<R: Resource> Erased for Registration<R> {
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
         match &self.backend {
-            Backend::Pooled(pool) => crate::hooks::counters(&*pool.resource),
-            Backend::Resident(resident) => crate::hooks::counters(&*resident.resource),
+            Backend::Pooled(pool) => crate::hooks::counters(&*pool.life.resource),
+            Backend::Resident(resident) => crate::hooks::counters(&*resident.life.resource),
             Backend::PerTenant(tenants) => crate::hooks::counters(tenants.resource()),
             Backend::Scoped(scoped) => crate::hooks::counters(scoped.resource()),
         }
@@ -388,7 +394,7 @@ impl<R: Resource> Erased for Registration<R> {
 
     fn maintenance_interval(&self) -> Option<std::time::Duration> {
         match &self.backend {
-            Backend::Pooled(pool) => Some(pool.settings.maintenance_interval),
+            Backend::Pooled(pool) => Some(pool.life.settings.maintenance_interval),
             Backend::PerTenant(tenants) => Some(tenants.maintenance_interval()),
             Backend::Scoped(scoped) => Some(scoped.maintenance_interval()),
             Backend::Resident(_) => None,

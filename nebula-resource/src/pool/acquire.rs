@@ -48,7 +48,7 @@ impl<R: Resource> Pool<R> {
         // the front again, ahead of everyone who came after it.
         let mut first_in_line = false;
         loop {
-            if self.runtime.is_shutting_down() {
+            if self.life.runtime.is_shutting_down() {
                 return Err(self.error(Error::shutting_down()));
             }
             let taken = {
@@ -77,14 +77,14 @@ impl<R: Resource> Pool<R> {
                             }
                             if let Some(transition) = transition {
                                 drop(state);
-                                emit_breaker(&self.runtime, &self.source, transition);
+                                emit_breaker(&self.life.runtime, &self.life.source, transition);
                                 continue;
                             }
                         }
                     }
                 }
                 let idle = if state.queue.is_empty() {
-                    match self.settings.order {
+                    match self.life.settings.order {
                         QueueOrder::Lifo => state.idle.pop_back(),
                         QueueOrder::Fifo => state.idle.pop_front(),
                     }
@@ -130,7 +130,7 @@ impl<R: Resource> Pool<R> {
             // A probe always checks: its outcome has to say something about the backend.
             // (`checked_at + after < now` costs a quarter of `now - checked_at > after`.)
             let due = probe.started.is_some()
-                || self.settings.validate_after_idle.is_some_and(|after| {
+                || self.life.settings.validate_after_idle.is_some_and(|after| {
                     slot.checked_at
                         .checked_add(after)
                         .is_some_and(|due_at| due_at < now)
@@ -174,7 +174,7 @@ impl<R: Resource> Pool<R> {
     }
 
     fn deadline(&self, now: Instant, limit: Option<Instant>) -> Instant {
-        let timeout = now + self.settings.acquire_timeout;
+        let timeout = now + self.life.settings.acquire_timeout;
         limit.map_or(timeout, |limit| limit.min(timeout))
     }
 
@@ -216,7 +216,7 @@ impl<R: Resource> Pool<R> {
                     pool: Arc::clone(self),
                     armed: true,
                 };
-                self.runtime.spawn(running.run());
+                self.life.runtime.spawn(running.run());
             }
             Some(false) => self.sweep.notify_one(),
             None => {}
@@ -295,11 +295,11 @@ impl<R: Resource> Pool<R> {
             pool: self,
             slot: Some(slot),
         };
-        let bound = deadline.min(now + self.settings.recycle_timeout);
+        let bound = deadline.min(now + self.life.settings.recycle_timeout);
         let checked = match checking.slot.as_mut() {
             Some(slot) => {
                 let limit = bound.saturating_duration_since(now);
-                hooks::check(&*self.resource, &mut slot.instance, limit).await
+                hooks::check(&*self.life.resource, &mut slot.instance, limit).await
             }
             None => return Ok(None),
         };
@@ -514,7 +514,7 @@ impl<R: Resource> ProbeTicket<'_, R> {
             }
         };
         if let Some(transition) = transition {
-            emit_breaker(&self.pool.runtime, &self.pool.source, transition);
+            emit_breaker(&self.pool.life.runtime, &self.pool.life.source, transition);
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -11,9 +10,6 @@ use super::cap::SharedCap;
 use super::{Pool, Slot, State, grant, jittered};
 use crate::error::{Error, ErrorKind};
 use crate::events::Event;
-use crate::hooks;
-use crate::resilience::breaker::Outcome;
-use crate::resilience::retry::retry;
 use crate::resource::Resource;
 
 impl<R: Resource> Pool<R> {
@@ -27,6 +23,7 @@ impl<R: Resource> Pool<R> {
         // Instances still being destroyed count: alive never exceeds `max_size`.
         let room = state.max_size.saturating_sub(state.size);
         let slots = self
+            .life
             .settings
             .max_concurrent_creates
             .saturating_sub(state.creating);
@@ -106,7 +103,7 @@ impl<R: Resource> Pool<R> {
                 pool: Arc::clone(self),
                 armed: true,
             };
-            self.runtime.spawn(reservation.create_one());
+            self.life.runtime.spawn(reservation.create_one());
         }
         if let Some(member) = &self.shared {
             member.cap.reclaim();
@@ -117,53 +114,13 @@ impl<R: Resource> Pool<R> {
     /// Gives up when the pool closes, even between two attempts.
     async fn run_create(self: &Arc<Self>) -> Result<(R::Instance, u64), Error> {
         let started = Instant::now();
-        let attempts = retry(
-            &self.retry,
-            |_| self.create_attempt(self.settings.create_timeout),
-            |attempt, err, delay| {
-                tracing::debug!(resource = R::KEY, attempt, error = %err, ?delay, "create failed; retrying");
-            },
-        );
-        let created = tokio::select! {
-            biased;
-            created = attempts => created,
-            () = self.until_closed() => Err(Error::shutting_down()),
-        };
+        let created = self
+            .life
+            .create(|outcome, took| self.record(outcome, took))
+            .await;
         if created.is_ok() {
             self.metrics.created(started.elapsed());
         }
-        created.map_err(|err| self.error(err))
-    }
-
-    /// One create attempt within `timeout` (fetching the credentials first if need be), recorded
-    /// with the breaker. An instance that is broken as soon as it is made is destroyed and the
-    /// attempt fails: the retry policy's backoff and the breaker apply to it like to any failed
-    /// create, so an always-broken backend cannot drive a create storm.
-    pub(super) async fn create_attempt(
-        &self,
-        timeout: Duration,
-    ) -> Result<(R::Instance, u64), Error> {
-        let started = Instant::now();
-        let created = async {
-            self.ensure_credentials(timeout).await?;
-            let generation = self.lock().generation;
-            let config = self.config.load_full();
-            let instance = hooks::create(&*self.resource, &config, &self.ctx, timeout).await?;
-            if self.is_broken(&instance) {
-                hooks::destroy(&*self.resource, instance, self.settings.recycle_timeout).await;
-                return Err(Error::create(
-                    "the new instance was broken at once (`is_broken` returned true)",
-                ));
-            }
-            Ok((instance, generation))
-        }
-        .await;
-        let outcome = if created.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
-        self.record(outcome, started.elapsed());
         created
     }
 
@@ -176,6 +133,7 @@ impl<R: Resource> Pool<R> {
             instance,
             generation,
             expires_at: self
+                .life
                 .settings
                 .max_lifetime
                 .map(|lifetime| now + jittered(lifetime)),
@@ -188,7 +146,7 @@ impl<R: Resource> Pool<R> {
         // Created with an older config or credentials: serve a waiter with it (it works, and is
         // destroyed when it comes back), but never keep it idle.
         let unwanted = state.queue.is_empty()
-            && (slot.generation != state.generation
+            && (slot.generation != self.life.generation()
                 || state.staying() > state.max_size
                 || self
                     .shared
@@ -209,8 +167,9 @@ impl<R: Resource> Pool<R> {
             waker.wake();
         }
         self.start_creates(creates);
-        self.runtime
-            .emit(Event::InstanceCreated(self.source.clone()));
+        self.life
+            .runtime
+            .emit(Event::InstanceCreated(self.life.source.clone()));
     }
 
     /// Record a failed create and give the error to the first waiter; returns it when nobody
@@ -218,8 +177,8 @@ impl<R: Resource> Pool<R> {
     fn create_failed(self: &Arc<Self>, err: Error) -> Option<Error> {
         tracing::warn!(resource = R::KEY, error = %err, "instance creation failed");
         let message = err.to_string();
-        self.runtime.emit(Event::CreateFailed {
-            source: self.source.clone(),
+        self.life.runtime.emit(Event::CreateFailed {
+            source: self.life.source.clone(),
             error: message.clone(),
         });
         let mut state = self.lock();

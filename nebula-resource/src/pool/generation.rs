@@ -1,37 +1,21 @@
-//! Generations: a reconfiguration or a credential rotation starts a new one. Only instances of
-//! the current generation are kept; older ones are destroyed when idle or when they come back.
+//! Generations: a reconfiguration or a credential rotation starts a new one (see
+//! [`Lifecycle`](super::lifecycle::Lifecycle)). Only instances of the current generation are
+//! kept; older ones are destroyed when idle or when they come back.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use super::Pool;
-use crate::credentials::CredentialSource;
 use crate::error::Error;
-use crate::events::Event;
 use crate::resource::Resource;
 
 impl<R: Resource> Pool<R> {
-    /// Fetch the credentials unless the pool has them, within `timeout`.
-    pub(super) async fn ensure_credentials(&self, timeout: Duration) -> Result<(), Error> {
-        self.credentials
-            .ensure(&self.ctx, timeout)
-            .await
-            .map_err(|err| self.error(err))
-    }
-
     /// Fetch the credentials again (within `create_timeout`); if they changed, start a new
     /// generation. Returns whether they changed.
     pub(crate) async fn rotate_credentials(self: &Arc<Self>) -> Result<bool, Error> {
-        let changed = self
-            .credentials
-            .refresh(&self.ctx, self.settings.create_timeout)
-            .await
-            .map_err(|err| self.error(err))?;
+        let changed = self.life.rotate().await?;
         if changed {
-            self.new_generation("credentials rotated");
-            self.runtime
-                .emit(Event::CredentialsRotated(self.source.clone()));
+            self.retire_old_generation();
         }
         Ok(changed)
     }
@@ -50,37 +34,39 @@ impl<R: Resource> Pool<R> {
 
     /// Replace the config: a new generation starts.
     pub(crate) fn reconfigure(self: &Arc<Self>, config: R::Config) {
-        self.config.store(Arc::new(config));
-        self.new_generation("reconfigured");
-        self.runtime.emit(Event::Reconfigured(self.source.clone()));
+        self.life.reconfigure(config);
+        self.retire_old_generation();
     }
 
-    /// From now on only instances of the new generation are kept: idle ones are destroyed at
-    /// once, in-use ones and those being created when they come back (a create under way serves
-    /// a waiter with what it made, but never leaves it idle). Waiters are served by new creates
-    /// as places free up, and maintenance refills `min_idle`.
-    fn new_generation(self: &Arc<Self>, why: &str) {
-        let idle: Vec<_> = {
+    /// A new generation started: only its instances are kept from now on. Idle ones of older
+    /// generations are destroyed at once, in-use ones and those being created when they come
+    /// back (a create under way serves a waiter with what it made, but never leaves it idle).
+    /// Waiters are served by new creates as places free up, and maintenance refills `min_idle`.
+    fn retire_old_generation(self: &Arc<Self>) {
+        let generation = self.life.generation();
+        let stale: std::collections::VecDeque<_> = {
             let mut state = self.lock();
-            state.generation += 1;
-            let idle: Vec<_> = state.idle.drain(..).collect();
-            state.releasing += idle.len();
-            idle
+            let (stale, kept): (std::collections::VecDeque<_>, _) = std::mem::take(&mut state.idle)
+                .into_iter()
+                .partition(|slot| slot.generation != generation);
+            state.idle = kept;
+            state.releasing += stale.len();
+            stale
         };
-        tracing::info!(resource = R::KEY, tenant = ?self.source.tenant, why, retired = idle.len(), "new generation");
-        for slot in idle {
+        tracing::debug!(resource = R::KEY, tenant = ?self.life.source.tenant, retired = stale.len(), "old generation's idle instances retired");
+        for slot in stale {
             self.destroy(slot.instance);
         }
     }
 
     /// Near expiry: rotate in the background (once at a time).
     pub(super) fn refresh_if_expiring(self: &Arc<Self>) {
-        if !CredentialSource::expiring(&self.ctx) || self.rotating.swap(true, Ordering::AcqRel) {
+        if !self.life.should_rotate() {
             return;
         }
         // Made before the task: however the task ends (even dropped unpolled), the flag clears.
         let rotating = Rotating(Arc::clone(self));
-        self.runtime.spawn(async move {
+        self.life.runtime.spawn(async move {
             if let Err(err) = rotating.0.rotate_credentials().await {
                 tracing::warn!(resource = R::KEY, error = %err, "refreshing expiring credentials failed");
             }
@@ -89,12 +75,11 @@ impl<R: Resource> Pool<R> {
     }
 }
 
-/// Clears [`Pool::rotating`] when the background rotation ends, however it ends.
+/// Clears the lifecycle's `rotating` flag when the background rotation ends, however it ends.
 struct Rotating<R: Resource>(Arc<Pool<R>>);
 
 impl<R: Resource> Drop for Rotating<R> {
     fn drop(&mut self) {
-        let flag: &AtomicBool = &self.0.rotating;
-        flag.store(false, Ordering::Release);
+        self.0.life.rotating.store(false, Ordering::Release);
     }
 }

@@ -15,7 +15,7 @@ use super::acquire::Checking;
 use crate::error::{Error, ErrorKind};
 use crate::hooks;
 use crate::resilience::breaker::{Call, Outcome};
-use crate::resilience::{BreakerStatus, emit_breaker, emit_transition, emit_verdict};
+use crate::resilience::{BreakerStatus, emit_breaker, emit_verdict};
 use crate::resource::Resource;
 
 /// What a round learned: `None` if nothing.
@@ -30,13 +30,8 @@ impl<R: Resource> Pool<R> {
                 .breaker
                 .record(Call::Normal, outcome, duration, Instant::now());
         if let Some(transition) = transition {
-            emit_breaker(&self.runtime, &self.source, transition);
+            emit_breaker(&self.life.runtime, &self.life.source, transition);
         }
-    }
-
-    pub(crate) fn set_dependency_health(&self, dependency: Option<&str>) {
-        let transition = self.watch.set_dependency(dependency);
-        emit_transition(&self.runtime, &self.source, transition);
     }
 
     /// The breaker's state and rates now.
@@ -49,7 +44,7 @@ impl<R: Resource> Pool<R> {
     /// quarantined, the round is a recovery probe: check the instance the last probe made, or
     /// create one and check it.
     pub(crate) async fn health_round(self: &Arc<Self>) {
-        let timeout = self.watch.config.timeout;
+        let timeout = self.life.watch.config.timeout;
         let (quarantined, idle) = {
             let state = self.lock();
             if state.closed {
@@ -64,17 +59,17 @@ impl<R: Resource> Pool<R> {
             (true, _) => Some(self.check_idle_round(1, timeout).await),
         };
         let Some(outcome) = learned else {
-            tracing::debug!(resource = R::KEY, tenant = ?self.source.tenant, "no place free for a recovery probe; round skipped");
+            tracing::debug!(resource = R::KEY, tenant = ?self.life.source.tenant, "no place free for a recovery probe; round skipped");
             return;
         };
-        let verdict = self.watch.record(outcome);
+        let verdict = self.life.watch.record(outcome);
         if let Some(reason) = &verdict.quarantine {
             self.quarantine(Arc::clone(reason));
         }
         if verdict.recovered {
             self.lock().quarantine = None;
         }
-        emit_verdict(&self.runtime, &self.source, &verdict);
+        emit_verdict(&self.life.runtime, &self.life.source, &verdict);
     }
 
     /// Check up to `n` idle instances, each out of the idle store only while it is checked. A
@@ -108,7 +103,7 @@ impl<R: Resource> Pool<R> {
             let Some(slot) = checking.slot.as_mut() else {
                 break;
             };
-            match hooks::check(&*self.resource, &mut slot.instance, timeout).await {
+            match hooks::check(&*self.life.resource, &mut slot.instance, timeout).await {
                 Ok(()) => {
                     self.record(Outcome::Success, started.elapsed());
                     if let Some(mut slot) = checking.slot.take() {
@@ -135,7 +130,13 @@ impl<R: Resource> Pool<R> {
         let reservation = self.reserve_probe()?;
         let started = Instant::now();
         let (mut instance, generation) = match self
-            .create_attempt(timeout.min(self.settings.create_timeout))
+            .life
+            .attempt(
+                timeout.min(self.life.settings.create_timeout),
+                |outcome, took| {
+                    self.record(outcome, took);
+                },
+            )
             .await
         {
             Ok(created) => created,
@@ -144,7 +145,7 @@ impl<R: Resource> Pool<R> {
                 return Some(Err(Arc::from(format!("probe create failed: {err}"))));
             }
         };
-        match hooks::check(&*self.resource, &mut instance, timeout).await {
+        match hooks::check(&*self.life.resource, &mut instance, timeout).await {
             Ok(()) => {
                 self.record(Outcome::Success, started.elapsed());
                 reservation.deliver(instance, generation);

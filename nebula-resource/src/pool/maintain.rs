@@ -23,7 +23,7 @@ impl<R: Resource> Pool<R> {
                 return;
             }
             let mut surplus = state.staying().saturating_sub(state.min_idle);
-            let idle_timeout = self.settings.idle_timeout;
+            let idle_timeout = self.life.settings.idle_timeout;
             let mut kept = VecDeque::with_capacity(state.idle.len());
             // Oldest first: the front of the idle store was returned earliest.
             while let Some(slot) = state.idle.pop_front() {
@@ -58,7 +58,8 @@ impl<R: Resource> Pool<R> {
     }
 
     fn report_leaks(&self, now: Instant) {
-        let (Some(leaks), Some(threshold)) = (&self.leaks, self.settings.leak_threshold) else {
+        let (Some(leaks), Some(threshold)) = (&self.leaks, self.life.settings.leak_threshold)
+        else {
             return;
         };
         let mut found = Vec::new();
@@ -70,9 +71,9 @@ impl<R: Resource> Pool<R> {
             }
         }
         for held in found {
-            tracing::warn!(resource = R::KEY, name = ?self.source.name, held = ?held, "guard held past leak_threshold; possible leak");
-            self.runtime.emit(Event::LeakDetected {
-                source: self.source.clone(),
+            tracing::warn!(resource = R::KEY, name = ?self.life.source.name, held = ?held, "guard held past leak_threshold; possible leak");
+            self.life.runtime.emit(Event::LeakDetected {
+                source: self.life.source.clone(),
                 held,
             });
         }
@@ -106,7 +107,7 @@ impl<R: Resource> Pool<R> {
             }
             (surplus, self.plan_creates(&mut state, 0))
         };
-        tracing::info!(resource = R::KEY, tenant = ?self.source.tenant, max_size, min_idle, retired = surplus.len(), "pool resized");
+        tracing::info!(resource = R::KEY, tenant = ?self.life.source.tenant, max_size, min_idle, retired = surplus.len(), "pool resized");
         for slot in surplus {
             self.destroy(slot.instance);
         }
@@ -137,23 +138,11 @@ impl<R: Resource> Pool<R> {
             waker.wake();
         }
         self.sweep.notify_one();
-        self.closing.notify_waiters();
+        self.life.close();
         for slot in idle {
             self.destroy(slot.instance);
         }
         self.notify_if_drained();
-    }
-
-    /// Resolves once the pool is closed.
-    pub(super) async fn until_closed(&self) {
-        let closing = self.closing.notified();
-        tokio::pin!(closing);
-        // Registered before the flag is read: a close in between still wakes it.
-        closing.as_mut().enable();
-        if self.lock().closed {
-            return;
-        }
-        closing.await;
     }
 
     /// Wait until every instance is destroyed, or `deadline`.

@@ -1,17 +1,22 @@
 //! The pool: idle store, FIFO waiters with direct hand-off, creation in tasks of its own,
 //! release through the manager's worker, health rounds and the maintenance pass.
 //!
-//! One file per concern: [`acquire`] (the waiter queue and its sweeper), [`create`] (places
-//! reserved for creates, and the create tasks), [`release`] (guards coming back, recycle and
-//! destroy), [`health`] (health rounds, quarantine and the breaker), [`generation`]
-//! (reconfiguration and credential rotation) and [`maintain`] (idle timeout, lifetime, `min_idle`,
-//! resize, close). This file holds the state they share and its invariant.
+//! One file per concern: `acquire` (the waiter queue and its sweeper), `create` (places
+//! reserved for creates, and the create tasks), `release` (guards coming back, recycle and
+//! destroy), `health` (health rounds, quarantine and the breaker), `generation`
+//! (reconfiguration and credential rotation) and `maintain` (idle timeout, lifetime, `min_idle`,
+//! resize, close). What a pool shares with a `resident` (config and generation, credentials,
+//! the create attempt and its retries, the health watch, close) is written once, in
+//! `lifecycle`. This file holds the pool's state and its invariant.
 //!
 //! # Invariants
 //!
 //! - `size == idle + in_use + creating + releasing`, asserted in debug builds each time the
-//!   pool's lock is released. `size` counts every instance that exists or is being created.
-//!   `size - releasing <= max_size` at every moment.
+//!   pool's lock is released. `size` counts every instance that exists or is being created,
+//!   those being destroyed included, and a create starts only while `size < max_size`: alive
+//!   instances never exceed `max_size`. After a shrink, `size` may exceed the new maximum until
+//!   the surplus in-use instances come back; `size - releasing` is what is compared with it when
+//!   deciding whether to keep an instance.
 //! - An instance is owned by exactly one of: the idle store, one waiter's hand-off cell, one
 //!   guard (or an acquire or health round checking it), one create task, one release job.
 //! - Waiters are served strictly in arrival order. A newcomer takes an idle instance only when
@@ -27,6 +32,7 @@ pub(crate) mod config;
 mod create;
 mod generation;
 mod health;
+pub(crate) mod lifecycle;
 mod maintain;
 mod release;
 pub(crate) mod resident;
@@ -41,7 +47,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Waker;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use parking_lot::{Mutex, MutexGuard};
 use slab::Slab;
 use tokio::sync::Notify;
@@ -50,14 +55,12 @@ use tokio::time::Instant;
 pub(crate) use self::acquire::Acquired;
 use self::cap::{Member, SharedCap};
 pub use self::config::{MAX_DURATION, MAX_POOL_SIZE, PoolConfig, QueueOrder};
+use self::lifecycle::Lifecycle;
 pub use self::stats::PoolStats;
 use crate::context::CreateContext;
-use crate::credentials::CredentialSource;
 use crate::error::Error;
-use crate::events::Source;
 use crate::policy::Policy;
 use crate::resilience::breaker::CircuitBreaker;
-use crate::resilience::{RetryPolicy, Watch};
 use crate::resource::Resource;
 use crate::runtime::Runtime;
 use crate::telemetry::PoolMetrics;
@@ -113,9 +116,6 @@ pub(crate) struct State<R: Resource> {
     breaker: CircuitBreaker,
     /// Set while quarantined (health rounds failed `failure_threshold` times): why.
     quarantine: Option<Arc<str>>,
-    /// Bumped by a reconfiguration or a credential rotation. Only current-generation instances
-    /// are kept idle; older ones are destroyed when they come back.
-    generation: u64,
     /// `PoolConfig::max_size`, changed live by [`Pool::resize`]. After a shrink `size` may
     /// exceed it until the surplus in-use instances come back (they are destroyed then).
     max_size: usize,
@@ -237,28 +237,17 @@ enum Counted {
 
 /// The shared part of one pool; guards and tasks hold it by `Arc`.
 pub(crate) struct Pool<R: Resource> {
-    pub(crate) resource: Arc<R>,
-    config: ArcSwap<R::Config>,
-    pub(crate) settings: PoolConfig,
-    ctx: CreateContext,
-    source: Source,
+    /// What a pool shares with a resident: config, generation, credentials, creation, health.
+    pub(crate) life: Lifecycle<R>,
     state: Mutex<State<R>>,
     drained: Notify,
     /// Wakes the sweeper early: a waiter with an earlier deadline arrived, or the pool closed.
     sweep: Notify,
-    /// Woken when the pool closes: a create waiting out a retry delay gives up.
-    closing: Notify,
-    runtime: Arc<Runtime>,
     metrics: PoolMetrics,
     leaks: Option<Mutex<Slab<Checkout>>>,
     /// Learned on the first release: the resource keeps the default `recycle`, so releases
     /// skip it (and the allocation its future would need).
     default_recycle: AtomicBool,
-    retry: RetryPolicy,
-    pub(crate) watch: Watch,
-    credentials: CredentialSource,
-    /// A rotation for near expiry is under way.
-    rotating: AtomicBool,
     /// The cap this pool shares with the other tenant pools of its registration, if any.
     shared: Option<Member<R>>,
     /// For a tenant or scope pool: when it was last acquired from, in milliseconds since its
@@ -281,13 +270,10 @@ impl<R: Resource> Pool<R> {
         runtime: Arc<Runtime>,
         cap: Option<&Arc<SharedCap<R>>>,
     ) -> Arc<Self> {
-        let settings = policy.pool.clone();
-        let source = ctx.source();
+        let settings = &policy.pool;
         let metrics = PoolMetrics::new(R::KEY, ctx.name(), ctx.tenant().map(|t| t.as_str()));
         let leaks = settings.leak_threshold.map(|_| Mutex::new(Slab::new()));
         let pool = Arc::new_cyclic(|me| Self {
-            resource,
-            config: ArcSwap::from_pointee(config),
             state: Mutex::new(State {
                 idle: VecDeque::with_capacity(settings.max_size.min(1024)),
                 waiters: Slab::new(),
@@ -305,31 +291,22 @@ impl<R: Resource> Pool<R> {
                 last_create_error: None,
                 breaker: CircuitBreaker::new(&policy.breaker),
                 quarantine: None,
-                generation: 0,
                 max_size: settings.max_size,
                 min_idle: settings.min_idle,
                 granted: 0,
                 starving: false,
             }),
-            settings,
-            ctx,
-            source,
             drained: Notify::new(),
             sweep: Notify::new(),
-            closing: Notify::new(),
-            runtime,
             metrics,
             leaks,
             default_recycle: AtomicBool::new(false),
-            retry: policy.retry.clone(),
-            watch: Watch::new(&policy.health, &policy.retry),
-            credentials: CredentialSource::new(policy.credentials.clone()),
-            rotating: AtomicBool::new(false),
             shared: cap.map(|cap| Member {
                 cap: Arc::clone(cap),
                 me: me.clone(),
             }),
             last_used: AtomicU64::new(0),
+            life: Lifecycle::new(resource, config, policy, ctx, runtime),
         });
         if let Some(cap) = cap {
             cap.join(&pool);
@@ -343,7 +320,7 @@ impl<R: Resource> Pool<R> {
     }
 
     fn error(&self, err: Error) -> Error {
-        self.ctx.attribute(err)
+        self.life.error(err)
     }
 
     /// Mark the pool used at `millis` (since its registration's epoch). One store per
@@ -372,7 +349,7 @@ impl<R: Resource> Pool<R> {
     }
 
     fn is_broken(&self, instance: &R::Instance) -> bool {
-        crate::hooks::is_broken(&*self.resource, instance)
+        crate::hooks::is_broken(&*self.life.resource, instance)
     }
 
     fn notify_if_drained(&self) {

@@ -58,7 +58,7 @@ impl<R: Resource> Pool<R> {
         // worker's runtime is gone), the future drops the ticket, which settles the count.
         let ticket = Settle::new(Arc::clone(&self), Counted::InUse);
         let mut recycle = Box::pin(async move {
-            let recycled = hooks::recycle(&*ticket.pool.resource, &mut slot.instance).await;
+            let recycled = hooks::recycle(&*ticket.pool.life.resource, &mut slot.instance).await;
             (ticket, slot, recycled)
         });
         let mut cx = Context::from_waker(Waker::noop());
@@ -70,8 +70,8 @@ impl<R: Resource> Pool<R> {
         match polled {
             Poll::Ready((ticket, slot, recycled)) => ticket.recycled(slot, recycled),
             Poll::Pending => {
-                let limit = self.settings.recycle_timeout;
-                self.runtime.release(Box::pin(async move {
+                let limit = self.life.settings.recycle_timeout;
+                self.life.runtime.release(Box::pin(async move {
                     match tokio::time::timeout(limit, recycle).await {
                         Ok((ticket, slot, recycled)) => ticket.recycled(slot, recycled),
                         // The instance went down with the recycle future, and its ticket
@@ -109,7 +109,7 @@ impl<R: Resource> Pool<R> {
         state.in_use -= 1;
         if suspect
             || state.closed
-            || slot.generation != state.generation
+            || slot.generation != self.life.generation()
             || state.staying() > state.max_size
             || self.shared.as_ref().is_some_and(|member| {
                 member
@@ -141,10 +141,10 @@ impl<R: Resource> Pool<R> {
 
     /// Destroy an instance already counted in `releasing`, on the release worker.
     pub(super) fn destroy(self: &Arc<Self>, instance: R::Instance) {
-        let limit = self.settings.recycle_timeout;
+        let limit = self.life.settings.recycle_timeout;
         let ticket = Settle::new(Arc::clone(self), Counted::Releasing);
-        self.runtime.release(Box::pin(async move {
-            hooks::destroy(&*ticket.pool.resource, instance, limit).await;
+        self.life.runtime.release(Box::pin(async move {
+            hooks::destroy(&*ticket.pool.life.resource, instance, limit).await;
             drop(ticket);
         }));
     }
@@ -216,8 +216,9 @@ impl<R: Resource> Drop for Settle<R> {
         };
         grant(freed);
         pool.metrics.destroyed();
-        pool.runtime
-            .emit(Event::InstanceDestroyed(pool.source.clone()));
+        pool.life
+            .runtime
+            .emit(Event::InstanceDestroyed(pool.life.source.clone()));
         pool.start_creates(creates);
         pool.notify_if_drained();
     }

@@ -21,23 +21,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
+use super::lifecycle::Lifecycle;
 use crate::context::CreateContext;
-use crate::credentials::CredentialSource;
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
 use crate::hooks;
 use crate::policy::Policy;
-use crate::pool::{PoolConfig, PoolStats};
+use crate::pool::PoolStats;
 use crate::resilience::breaker::{Call, CircuitBreaker, Outcome};
-use crate::resilience::retry::retry;
-use crate::resilience::{
-    BreakerStatus, RetryPolicy, Watch, emit_breaker, emit_transition, emit_verdict,
-};
+use crate::resilience::{BreakerStatus, emit_breaker, emit_verdict};
 use crate::resource::Resource;
 use crate::runtime::Runtime;
 
@@ -123,33 +119,22 @@ struct Counts {
 
 /// The shared part of a resident registration.
 pub(crate) struct Resident<R: Resource> {
-    pub(crate) resource: Arc<R>,
-    config: ArcSwap<R::Config>,
-    settings: PoolConfig,
-    ctx: CreateContext,
-    source: Source,
+    /// What a resident shares with a pool: config, generation, credentials, creation, health.
+    pub(crate) life: Lifecycle<R>,
     current: Mutex<Option<Current<R>>>,
-    /// The generation of `current`, 0 while there is none: what a lane's handle must match.
+    /// The instance number of `current`, 0 while there is none: what a lane's handle must
+    /// match.
     live: AtomicU64,
-    /// The config and credentials generation (the pool's `State::generation`): bumped by a
-    /// reconfiguration or rotation. An instance made with an older one is never installed.
-    settings_generation: AtomicU64,
     lanes: Box<[Arc<Lane<R>>]>,
     counts: Arc<Mutex<Counts>>,
-    /// Woken when the resident closes: a create waiting out a retry delay gives up.
-    closing: Notify,
     recreate: Arc<tokio::sync::Mutex<()>>,
     drain: Arc<Drain>,
-    runtime: Arc<Runtime>,
     /// Calls recorded: creates, probes, checks, and tainted handles (failures).
     breaker: Mutex<CircuitBreaker>,
     /// Why the resident is quarantined, if it is.
     quarantine: Mutex<Option<Arc<str>>>,
     /// Whether the breaker is not closed or a quarantine is on: the hot path reads only this.
     tripped: AtomicBool,
-    retry: RetryPolicy,
-    pub(crate) watch: Watch,
-    credentials: CredentialSource,
 }
 
 impl<R: Resource> Resident<R> {
@@ -160,20 +145,13 @@ impl<R: Resource> Resident<R> {
         ctx: CreateContext,
         runtime: Arc<Runtime>,
     ) -> Arc<Self> {
-        let source = ctx.source();
         let drain = Arc::new(Drain {
             closed: AtomicBool::new(false),
             released: Notify::new(),
         });
         Arc::new_cyclic(|resident| Self {
-            resource,
-            config: ArcSwap::from_pointee(config),
-            settings: policy.pool.clone(),
-            ctx,
-            source,
             current: Mutex::new(None),
             live: AtomicU64::new(0),
-            settings_generation: AtomicU64::new(0),
             lanes: (0..lane_count())
                 .map(|_| {
                     Arc::new(Lane {
@@ -185,16 +163,12 @@ impl<R: Resource> Resident<R> {
                 })
                 .collect(),
             counts: Arc::new(Mutex::new(Counts::default())),
-            closing: Notify::new(),
             recreate: Arc::new(tokio::sync::Mutex::new(())),
             drain,
-            runtime,
             breaker: Mutex::new(CircuitBreaker::new(&policy.breaker)),
             quarantine: Mutex::new(None),
             tripped: AtomicBool::new(false),
-            retry: policy.retry.clone(),
-            watch: Watch::new(&policy.health, &policy.retry),
-            credentials: CredentialSource::new(policy.credentials.clone()),
+            life: Lifecycle::new(resource, config, policy, ctx, runtime),
         })
     }
 
@@ -233,33 +207,19 @@ impl<R: Resource> Resident<R> {
             .sum()
     }
 
-    /// A new config and credentials generation: the current instance retires, and a create
-    /// under way when it started is discarded when it ends (the next acquire creates anew).
-    fn new_generation(&self, why: &str) {
-        self.settings_generation.fetch_add(1, Ordering::SeqCst);
-        self.retire_current();
-        tracing::info!(resource = R::KEY, name = ?self.source.name, why, "new generation");
-    }
-
-    /// Replace the config; the next acquire creates the instance anew.
+    /// Replace the config; the next acquire creates the instance anew (a create under way is
+    /// discarded when it ends).
     pub(crate) fn reconfigure(&self, config: R::Config) {
-        self.config.store(Arc::new(config));
-        self.new_generation("reconfigured");
-        self.runtime.emit(Event::Reconfigured(self.source.clone()));
+        self.life.reconfigure(config);
+        self.retire_current();
     }
 
     /// Fetch the credentials again (within `create_timeout`); if they changed, the next
     /// acquire creates the instance anew.
     pub(crate) async fn rotate_credentials(&self) -> Result<bool, Error> {
-        let changed = self
-            .credentials
-            .refresh(&self.ctx, self.settings.create_timeout)
-            .await
-            .map_err(|err| self.error(err))?;
+        let changed = self.life.rotate().await?;
         if changed {
-            self.new_generation("credentials rotated");
-            self.runtime
-                .emit(Event::CredentialsRotated(self.source.clone()));
+            self.retire_current();
         }
         Ok(changed)
     }
@@ -281,13 +241,8 @@ impl<R: Resource> Resident<R> {
             .record(call, outcome, duration, Instant::now());
         if let Some(transition) = transition {
             self.refresh_tripped();
-            emit_breaker(&self.runtime, &self.source, transition);
+            emit_breaker(&self.life.runtime, &self.life.source, transition);
         }
-    }
-
-    pub(crate) fn set_dependency_health(&self, dependency: Option<&str>) {
-        let transition = self.watch.set_dependency(dependency);
-        emit_transition(&self.runtime, &self.source, transition);
     }
 
     pub(crate) fn breaker_status(&self) -> BreakerStatus {
@@ -311,7 +266,7 @@ impl<R: Resource> Resident<R> {
             Ok((call, transition)) => {
                 if let Some(transition) = transition {
                     self.refresh_tripped();
-                    emit_breaker(&self.runtime, &self.source, transition);
+                    emit_breaker(&self.life.runtime, &self.life.source, transition);
                 }
                 Ok(call == Call::Probe)
             }
@@ -319,7 +274,7 @@ impl<R: Resource> Resident<R> {
     }
 
     fn error(&self, err: Error) -> Error {
-        self.ctx.attribute(err)
+        self.life.error(err)
     }
 
     /// A handle to the resident instance; creates it if there is none.
@@ -347,16 +302,16 @@ impl<R: Resource> Resident<R> {
         deadline: Option<Instant>,
     ) -> Result<Shared<R>, Error> {
         // The hot path: a live instance to share through this thread's lane, and no clock read.
-        if !self.runtime.is_shutting_down()
+        if !self.life.runtime.is_shutting_down()
             && let Some(handle) = self.share_current()?
         {
             return Ok(handle);
         }
         let started = Instant::now();
-        let timeout = started + self.settings.acquire_timeout;
+        let timeout = started + self.life.settings.acquire_timeout;
         let deadline = deadline.map_or(timeout, |limit| limit.min(timeout));
         loop {
-            if self.drain.closed.load(Ordering::Acquire) || self.runtime.is_shutting_down() {
+            if self.drain.closed.load(Ordering::Acquire) || self.life.runtime.is_shutting_down() {
                 return Err(self.error(Error::shutting_down()));
             }
             if let Some(handle) = self.share_current()? {
@@ -469,11 +424,11 @@ impl<R: Resource> Resident<R> {
     }
 
     fn is_broken(&self, instance: &R::Instance) -> bool {
-        hooks::is_broken(&*self.resource, instance)
+        hooks::is_broken(&*self.life.resource, instance)
     }
 
     fn share(&self, instance: &R::Instance) -> Result<R::Instance, Error> {
-        hooks::share(&*self.resource, instance).map_err(|err| self.error(err))
+        hooks::share(&*self.life.resource, instance).map_err(|err| self.error(err))
     }
 
     /// Make sure an instance is live: wait for the create under way, or start one. The create
@@ -492,7 +447,7 @@ impl<R: Resource> Resident<R> {
         // Made before the task: dropped unpolled, the task still settles `creating`.
         let creating = Creating::new(Arc::clone(self));
         let (done, created) = oneshot::channel();
-        self.runtime.spawn(async move {
+        self.life.runtime.spawn(async move {
             let result = creating.resident.create().await;
             drop(creating);
             drop(permit);
@@ -509,67 +464,26 @@ impl<R: Resource> Resident<R> {
     /// Create an instance (with the retry policy, giving up when the resident closes) and
     /// install it, unless the settings changed or the resident closed meanwhile.
     async fn create(self: &Arc<Self>) -> Result<(), Error> {
-        let attempts = retry(
-            &self.retry,
-            |_| self.create_attempt(),
-            |attempt, err, delay| {
-                tracing::debug!(resource = R::KEY, attempt, error = %err, ?delay, "create failed; retrying");
-            },
-        );
-        let created = tokio::select! {
-            biased;
-            created = attempts => created,
-            () = self.until_closed() => Err(Error::shutting_down()),
-        };
+        let created = self
+            .life
+            .create(|outcome, took| self.record(Call::Normal, outcome, took))
+            .await;
         match created {
-            Ok((instance, settings)) => self.install(instance, settings),
+            Ok((instance, generation)) => self.install(instance, generation),
             Err(err) => {
-                let err = self.error(err);
                 {
                     let mut counts = self.counts.lock();
                     counts.create_errors += 1;
                     counts.last_create_error = Some(err.to_string());
                 }
                 tracing::warn!(resource = R::KEY, error = %err, "resident instance creation failed");
-                self.runtime.emit(Event::CreateFailed {
-                    source: self.source.clone(),
+                self.life.runtime.emit(Event::CreateFailed {
+                    source: self.life.source.clone(),
                     error: err.to_string(),
                 });
                 Err(err)
             }
         }
-    }
-
-    /// One create attempt within `create_timeout` (credentials first if need be), recorded
-    /// with the breaker; an instance broken at once fails the attempt. Returns the instance and
-    /// the settings generation it was made with.
-    async fn create_attempt(&self) -> Result<(R::Instance, u64), Error> {
-        let started = Instant::now();
-        let timeout = self.settings.create_timeout;
-        let created = async {
-            self.credentials
-                .ensure(&self.ctx, timeout)
-                .await
-                .map_err(|err| self.error(err))?;
-            let settings = self.settings_generation.load(Ordering::SeqCst);
-            let config = self.config.load_full();
-            let instance = hooks::create(&*self.resource, &config, &self.ctx, timeout).await?;
-            if self.is_broken(&instance) {
-                hooks::destroy(&*self.resource, instance, self.settings.recycle_timeout).await;
-                return Err(Error::create(
-                    "the new instance was broken at once (`is_broken` returned true)",
-                ));
-            }
-            Ok((instance, settings))
-        }
-        .await;
-        let outcome = if created.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
-        self.record(Call::Normal, outcome, started.elapsed());
-        created
     }
 
     /// Make `instance` the current one, unless it cannot be shared, the resident closed, or the
@@ -581,17 +495,15 @@ impl<R: Resource> Resident<R> {
             counts.generation += 1;
             counts.generation
         };
-        if let Err(err) = hooks::share(&*self.resource, &instance) {
+        if let Err(err) = hooks::share(&*self.life.resource, &instance) {
             self.retire(instance);
             return Err(self.error(err));
         }
         let installed = {
             let mut current = self.current.lock();
-            // Under the lock `new_generation` and `drained` take the current instance with:
+            // Under the lock `retire_current` and `drained` take the current instance with:
             // either they see this one, or this sees their change.
-            if self.drain.closed.load(Ordering::SeqCst)
-                || settings != self.settings_generation.load(Ordering::SeqCst)
-            {
+            if self.drain.closed.load(Ordering::SeqCst) || settings != self.life.generation() {
                 Err(instance)
             } else {
                 self.live.store(generation, Ordering::Release);
@@ -601,8 +513,9 @@ impl<R: Resource> Resident<R> {
                 }))
             }
         };
-        self.runtime
-            .emit(Event::InstanceCreated(self.source.clone()));
+        self.life
+            .runtime
+            .emit(Event::InstanceCreated(self.life.source.clone()));
         match installed {
             Ok(replaced) => {
                 if let Some(old) = replaced {
@@ -623,17 +536,6 @@ impl<R: Resource> Resident<R> {
                 }
             }
         }
-    }
-
-    /// Resolves once the resident is closed.
-    async fn until_closed(&self) {
-        let closing = self.closing.notified();
-        tokio::pin!(closing);
-        closing.as_mut().enable();
-        if self.drain.closed.load(Ordering::SeqCst) {
-            return;
-        }
-        closing.await;
     }
 
     /// Create the instance during `build()`.
@@ -659,9 +561,9 @@ impl<R: Resource> Resident<R> {
     fn retire(&self, instance: R::Instance) {
         self.empty_lanes();
         let ticket = Retiring::new(self);
-        let resource = Arc::clone(&self.resource);
-        let limit = self.settings.recycle_timeout;
-        self.runtime.release(Box::pin(async move {
+        let resource = Arc::clone(&self.life.resource);
+        let limit = self.life.settings.recycle_timeout;
+        self.life.runtime.release(Box::pin(async move {
             hooks::destroy(&*resource, instance, limit).await;
             drop(ticket);
         }));
@@ -675,7 +577,7 @@ impl<R: Resource> Resident<R> {
         if self.drain.closed.load(Ordering::Acquire) {
             return;
         }
-        let timeout = self.watch.config.timeout;
+        let timeout = self.life.watch.config.timeout;
         let started = Instant::now();
         let outcome: Result<(), Arc<str>> = async {
             if self.current.lock().is_none() {
@@ -708,7 +610,7 @@ impl<R: Resource> Resident<R> {
                 failed: false,
             };
             let checked = match checking.instance.as_mut() {
-                Some(instance) => hooks::check(&*self.resource, instance, timeout).await,
+                Some(instance) => hooks::check(&*self.life.resource, instance, timeout).await,
                 None => Ok(()),
             };
             checking.failed = checked.is_err();
@@ -719,7 +621,7 @@ impl<R: Resource> Resident<R> {
         if outcome.is_ok() {
             self.record(Call::Normal, Outcome::Success, started.elapsed());
         }
-        let verdict = self.watch.record(outcome);
+        let verdict = self.life.watch.record(outcome);
         if let Some(reason) = &verdict.quarantine {
             *self.quarantine.lock() = Some(Arc::clone(reason));
             self.refresh_tripped();
@@ -730,7 +632,7 @@ impl<R: Resource> Resident<R> {
             *self.quarantine.lock() = None;
             self.refresh_tripped();
         }
-        emit_verdict(&self.runtime, &self.source, &verdict);
+        emit_verdict(&self.life.runtime, &self.life.source, &verdict);
     }
 
     /// The counts now. `size` is the live instance (0 or 1), the one being created (0 or 1)
@@ -757,7 +659,7 @@ impl<R: Resource> Resident<R> {
     /// attempts gives up.
     pub(crate) fn close(&self) {
         self.drain.closed.store(true, Ordering::SeqCst);
-        self.closing.notify_waiters();
+        self.life.close();
     }
 
     /// Wait for every handle to be released and for the create under way to end, then retire
@@ -848,8 +750,8 @@ impl Retiring {
         Self {
             counts: Arc::clone(&resident.counts),
             drain: Arc::clone(&resident.drain),
-            runtime: Arc::clone(&resident.runtime),
-            source: resident.source.clone(),
+            runtime: Arc::clone(&resident.life.runtime),
+            source: resident.life.source.clone(),
         }
     }
 }
