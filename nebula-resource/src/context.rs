@@ -10,77 +10,9 @@ use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
 use crate::credentials::Credentials;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::events::Source;
-use crate::manager::{Handle, Registration};
-use crate::resource::Resource;
-
-/// Longest tenant id accepted, in bytes.
-pub const MAX_TENANT_ID_LEN: usize = 128;
-
-/// A validated tenant id: 1 to [`MAX_TENANT_ID_LEN`] bytes of ASCII letters, digits, `-`, `_`
-/// and `.`, so it can never alter a connection string, a path or a log line it is put into.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TenantId(Arc<str>);
-
-impl TenantId {
-    /// Validate `id`.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::TenantRejected`] if `id` is empty, longer than [`MAX_TENANT_ID_LEN`] bytes, or
-    /// holds a character other than ASCII letters, digits, `-`, `_`, `.`.
-    pub fn new(id: &str) -> Result<Self, Error> {
-        Self::validate(id)?;
-        Ok(Self(Arc::from(id)))
-    }
-
-    /// Validate `id` without keeping it.
-    pub(crate) fn validate(id: &str) -> Result<(), Error> {
-        let reject = |why: &str| Err(Error::other(ErrorKind::TenantRejected, why.to_owned()));
-        if id.is_empty() {
-            return reject("tenant id is empty");
-        }
-        if id.len() > MAX_TENANT_ID_LEN {
-            return reject(&format!(
-                "tenant id is {} bytes long, the limit is {MAX_TENANT_ID_LEN}",
-                id.len()
-            ));
-        }
-        if let Some(bad) = id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-        {
-            return reject(&format!(
-                "tenant id holds {bad:?}; only ASCII letters, digits, '-', '_' and '.' are allowed"
-            ));
-        }
-        Ok(())
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for TenantId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TenantId({:?})", &*self.0)
-    }
-}
+pub use crate::tenant::{MAX_TENANT_ID_LEN, TenantId};
 
 /// The scope an acquire runs in: global or a tenant, optionally a workflow and an execution,
 /// optionally a deadline.
@@ -167,7 +99,7 @@ impl Context {
 /// Handles to the declared dependencies of one registration, by (type, name).
 pub(crate) type DependencyMap = HashMap<(TypeId, Option<&'static str>), Arc<dyn Any + Send + Sync>>;
 
-/// What [`Resource::create`] may use: its declared dependencies and its tenant.
+/// What [`Resource::create`](crate::Resource::create) may use: its declared dependencies and its tenant.
 pub struct CreateContext {
     key: &'static str,
     name: Option<Arc<str>>,
@@ -218,7 +150,7 @@ impl CreateContext {
     /// scoped dependency in it to get the same scope's instance.
     pub fn context(&self) -> Context {
         Context {
-            tenant: self.tenant.as_ref().map(|t| Arc::clone(&t.0)),
+            tenant: self.tenant.as_ref().map(|t| Arc::clone(t.arc())),
             workflow: self.workflow.clone(),
             execution: self.execution.clone(),
             deadline: None,
@@ -235,41 +167,14 @@ impl CreateContext {
         self.credentials.store(Some(Arc::new(credentials)));
     }
 
-    /// A handle to the unnamed registration of `D`, which must be a declared dependency.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::MissingDependency`] if `D` was not declared in
-    /// [`Resource::dependencies`].
-    pub fn dependency<D: Resource>(&self) -> Result<Handle<D>, Error> {
-        self.lookup::<D>(None)
-    }
-
-    /// A handle to the registration of `D` named `name`, which must be a declared dependency.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::MissingDependency`] if it was not declared.
-    pub fn dependency_named<D: Resource>(&self, name: &'static str) -> Result<Handle<D>, Error> {
-        self.lookup::<D>(Some(name))
-    }
-
-    fn lookup<D: Resource>(&self, name: Option<&'static str>) -> Result<Handle<D>, Error> {
-        self.dependencies
-            .get(&(TypeId::of::<D>(), name))
-            .and_then(|any| Arc::clone(any).downcast::<Registration<D>>().ok())
-            .map(Handle::from_registration)
-            .ok_or_else(|| {
-                let what = match name {
-                    Some(name) => format!("`{}` named `{name}`", D::KEY),
-                    None => format!("`{}`", D::KEY),
-                };
-                Error::other(
-                    ErrorKind::MissingDependency,
-                    format!("{what} is not a declared dependency; add it to `dependencies()`"),
-                )
-                .in_resource(self.key, self.name.as_deref())
-            })
+    /// What was registered for the declared dependency of type `type_id` named `name`: the
+    /// manager turns it into a [`Handle`](crate::Handle) (see `CreateContext::dependency`).
+    pub(crate) fn declared(
+        &self,
+        type_id: TypeId,
+        name: Option<&'static str>,
+    ) -> Option<&Arc<dyn Any + Send + Sync>> {
+        self.dependencies.get(&(type_id, name))
     }
 
     /// The event source naming this context's registration.
@@ -313,32 +218,5 @@ impl fmt::Debug for CreateContext {
             .field("execution", &self.execution)
             .field("dependencies", &self.dependencies.len())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenant_ids_are_validated() {
-        assert_eq!(
-            TenantId::new("acme-01.eu_west").unwrap().as_str(),
-            "acme-01.eu_west"
-        );
-        for bad in [
-            "",
-            "a;b",
-            "a b",
-            "a\nb",
-            "x'y",
-            "a/b",
-            "a@b",
-            "a=b",
-            &"x".repeat(129),
-        ] {
-            let err = TenantId::new(bad).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::TenantRejected, "{bad:?}");
-        }
     }
 }

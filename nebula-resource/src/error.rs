@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::pool::PoolStats;
+use crate::stats::PoolStats;
 
 /// A boxed cause: a driver error, or a message.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

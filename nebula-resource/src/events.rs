@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::context::TenantId;
 use crate::health::Health;
+use crate::tenant::TenantId;
 
 /// Which registration an event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod events;
 mod guard;
 mod health;
 mod hooks;
+mod limits;
 mod manager;
 mod policy;
 pub mod pool;
@@ -15,9 +16,11 @@ mod resilience;
 pub mod resource;
 mod runtime;
 mod scope;
+mod stats;
 pub mod status;
 mod telemetry;
 pub mod tenancy;
+mod tenant;
 
 pub use crate::context::{Context, CreateContext, TenantId};
 pub use crate::credentials::{

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use crate::health::HealthReport;
-use crate::pool::PoolStats;
 use crate::resilience::BreakerStatus;
 use crate::resource::Topology;
 use crate::scope::Scope;
+use crate::stats::PoolStats;
 use crate::tenancy::TenantStatus;
 
 /// Where a registration is in its life.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::pool::config::check_duration;
+use crate::limits::check_duration;
 
 /// Largest `history` accepted.
 const MAX_HISTORY: usize = 1024;
@@ -379,7 +379,7 @@ fn dependency_reason(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::MAX_DURATION;
+    use crate::limits::MAX_DURATION;
 
     fn tracker() -> HealthTracker {
         HealthTracker::new(&HealthConfig::default().history(4))

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 pub use self::builder::ResourceManagerBuilder;
 use self::registration::Erased;
 pub(crate) use self::registration::Registration;
-use crate::context::Context;
+use crate::context::{Context, CreateContext};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::Event;
 use crate::guard::Guard;
@@ -484,6 +484,46 @@ impl<R: Resource> fmt::Debug for Handle<R> {
             .field("key", &R::KEY)
             .field("name", &self.registration.name)
             .finish()
+    }
+}
+
+/// Dependencies are looked up here, where [`Handle`] lives, so that the context (which every
+/// pool holds) does not depend on the manager.
+impl CreateContext {
+    /// A handle to the unnamed registration of `D`, which must be a declared dependency.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::MissingDependency`] if `D` was not declared in
+    /// [`Resource::dependencies`].
+    pub fn dependency<D: Resource>(&self) -> Result<Handle<D>, Error> {
+        self.lookup::<D>(None)
+    }
+
+    /// A handle to the registration of `D` named `name`, which must be a declared dependency.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::MissingDependency`] if it was not declared.
+    pub fn dependency_named<D: Resource>(&self, name: &'static str) -> Result<Handle<D>, Error> {
+        self.lookup::<D>(Some(name))
+    }
+
+    fn lookup<D: Resource>(&self, name: Option<&'static str>) -> Result<Handle<D>, Error> {
+        self.declared(TypeId::of::<D>(), name)
+            .and_then(|any| Arc::clone(any).downcast::<Registration<D>>().ok())
+            .map(Handle::from_registration)
+            .ok_or_else(|| {
+                let what = match name {
+                    Some(name) => format!("`{}` named `{name}`", D::KEY),
+                    None => format!("`{}`", D::KEY),
+                };
+                Error::other(
+                    ErrorKind::MissingDependency,
+                    format!("{what} is not a declared dependency; add it to `dependencies()`"),
+                )
+                .in_resource(self.key(), self.name())
+            })
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use super::{Pool, State};
+use super::Pool;
 use crate::resource::Resource;
 
 /// The cap shared by the pools of one registration.
@@ -87,34 +87,28 @@ impl<R: Resource> SharedCap<R> {
             && (!has_waiters || size > self.fair_share.load(Ordering::Relaxed))
     }
 
-    /// Take up to `wanted` places for `member`'s pool (whose state is `state`, locked by the
-    /// caller), using its granted places first. When `queue` and the cap cannot cover
-    /// `wanted`, the pool joins the starving queue. Returns the places taken.
-    pub(super) fn reserve(
-        member: &Member<R>,
-        state: &mut State<R>,
+    /// Take up to `wanted` places. When `queue` and the cap cannot cover `wanted`, the shortfall
+    /// is counted as wanted and `starving` (the asking pool, if it is not queued already) joins
+    /// the starving queue. Returns the places taken, and whether the pool was queued.
+    pub(super) fn take(
+        &self,
         wanted: usize,
         queue: bool,
-    ) -> usize {
-        let from_grants = state.granted.min(wanted);
-        state.granted -= from_grants;
-        let rest = wanted - from_grants;
-        if rest == 0 {
-            return wanted;
-        }
-        let cap = &member.cap;
-        let mut places = cap.places.lock();
-        let taken = rest.min(cap.limit.saturating_sub(places.used));
+        starving: Option<&Weak<Pool<R>>>,
+    ) -> (usize, bool) {
+        let mut places = self.places.lock();
+        let taken = wanted.min(self.limit.saturating_sub(places.used));
         places.used += taken;
-        if taken < rest && queue {
-            cap.wanted.fetch_add(rest - taken, Ordering::Relaxed);
-            if !state.starving {
-                state.starving = true;
-                places.starving.push_back(member.me.clone());
-                cap.contended.store(true, Ordering::Relaxed);
+        let mut queued = false;
+        if taken < wanted && queue {
+            self.wanted.fetch_add(wanted - taken, Ordering::Relaxed);
+            if let Some(pool) = starving {
+                places.starving.push_back(pool.clone());
+                self.contended.store(true, Ordering::Relaxed);
+                queued = true;
             }
         }
-        from_grants + taken
+        (taken, queued)
     }
 
     /// Give back `n` places. The first starving pool still alive gets them (it is returned, to
@@ -162,13 +156,8 @@ impl<R: Resource> SharedCap<R> {
             places.members.retain(|m| m.strong_count() > 0);
             places.members.iter().filter_map(Weak::upgrade).collect()
         };
-        let mut loads: Vec<(usize, usize, bool)> = members
-            .iter()
-            .map(|pool| {
-                let state = pool.state.lock();
-                (state.size, state.idle.len(), state.starving)
-            })
-            .collect();
+        let mut loads: Vec<(usize, usize, bool)> =
+            members.iter().map(|pool| pool.cap_load()).collect();
         let active = loads
             .iter()
             .filter(|(size, _, starving)| *size > 0 || *starving)

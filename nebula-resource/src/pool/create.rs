@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::cap::SharedCap;
 use super::{Pool, Slot, State, grant, jittered};
 use crate::error::{Error, ErrorKind};
 use crate::events::Event;
@@ -38,13 +37,30 @@ impl<R: Resource> Pool<R> {
         n
     }
 
-    /// Take `wanted` places from the shared cap (all of them when there is none); see
-    /// [`SharedCap::reserve`].
+    /// Take `wanted` places: the ones the shared cap granted this pool first, then free places
+    /// of the cap (all of them when there is none). With `queue`, a shortfall queues the pool
+    /// for the next places freed (see [`SharedCap::take`](super::cap::SharedCap::take)).
     pub(super) fn reserve(&self, state: &mut State<R>, wanted: usize, queue: bool) -> usize {
-        match &self.shared {
-            None => wanted,
-            Some(member) => SharedCap::reserve(member, state, wanted, queue),
+        let Some(member) = &self.shared else {
+            return wanted;
+        };
+        let from_grants = state.granted.min(wanted);
+        state.granted -= from_grants;
+        let rest = wanted - from_grants;
+        if rest == 0 {
+            return wanted;
         }
+        let enqueue = (!state.starving).then_some(&member.me);
+        let (taken, queued) = member.cap.take(rest, queue, enqueue);
+        state.starving |= queued;
+        from_grants + taken
+    }
+
+    /// What the shared cap weighs when it reclaims places: this pool's size, idle instances,
+    /// and whether it starves.
+    pub(super) fn cap_load(&self) -> (usize, usize, bool) {
+        let state = self.lock();
+        (state.size, state.idle.len(), state.starving)
     }
 
     /// One instance's place is free (its `size` already decremented under the lock): give it

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use super::PoolConfig;
 use crate::context::CreateContext;
-use crate::credentials::CredentialSource;
-use crate::error::Error;
+use crate::credentials::{CredentialProvider, REFRESH_BEFORE_EXPIRY};
+use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::events::{Event, Source};
 use crate::hooks;
 use crate::policy::Policy;
@@ -201,5 +201,88 @@ impl<R: Resource> Lifecycle<R> {
             return;
         }
         closing.await;
+    }
+}
+
+/// Where one pool (or resident) gets its credentials, with one fetch at a time.
+pub(crate) struct CredentialSource {
+    provider: Option<Arc<dyn CredentialProvider>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl CredentialSource {
+    pub(crate) fn new(provider: Option<Arc<dyn CredentialProvider>>) -> Self {
+        Self {
+            provider,
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Fetch the credentials into `ctx` unless it has them. The wait for a fetch already under
+    /// way and the fetch itself are bounded by `timeout` together: a hung provider holds no
+    /// lock past it, so the next create tries again.
+    pub(crate) async fn ensure(&self, ctx: &CreateContext, timeout: Duration) -> Result<(), Error> {
+        let Some(provider) = &self.provider else {
+            return Ok(());
+        };
+        if ctx.credentials().is_some() {
+            return Ok(());
+        }
+        let fetched = hooks::fallible(
+            ErrorKind::Create,
+            "CredentialProvider::fetch",
+            TimeoutPhase::Create,
+            timeout,
+            || async {
+                let _fetching = self.fetching.lock().await;
+                if ctx.credentials().is_some() {
+                    return Ok(());
+                }
+                let credentials = provider.fetch(ctx.tenant()).await?;
+                ctx.set_credentials(credentials);
+                Ok(())
+            },
+        )
+        .await;
+        fetched.map_err(|err| err.with_note("fetching credentials".to_owned()))
+    }
+
+    /// Fetch again, within `timeout`; `Ok(true)` if the credentials changed (and are now in
+    /// `ctx`).
+    pub(crate) async fn refresh(
+        &self,
+        ctx: &CreateContext,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        let Some(provider) = &self.provider else {
+            return Ok(false);
+        };
+        let refreshed = hooks::fallible(
+            ErrorKind::Create,
+            "CredentialProvider::fetch",
+            TimeoutPhase::Create,
+            timeout,
+            || async {
+                let _fetching = self.fetching.lock().await;
+                let fresh = provider.fetch(ctx.tenant()).await?;
+                if ctx.credentials().as_deref() == Some(&fresh) {
+                    return Ok(false);
+                }
+                ctx.set_credentials(fresh);
+                Ok(true)
+            },
+        )
+        .await;
+        refreshed.map_err(|err| err.with_note("fetching credentials".to_owned()))
+    }
+
+    /// Whether the credentials in `ctx` expire within [`REFRESH_BEFORE_EXPIRY`].
+    pub(crate) fn expiring(ctx: &CreateContext) -> bool {
+        ctx.credentials()
+            .and_then(|c| c.get_expires_at())
+            .is_some_and(|at| {
+                at.duration_since(SystemTime::now())
+                    .map_or(true, |left| left <= REFRESH_BEFORE_EXPIRY)
+            })
     }
 }

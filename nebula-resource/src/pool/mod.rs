@@ -28,7 +28,6 @@
 
 mod acquire;
 pub(crate) mod cap;
-pub(crate) mod config;
 mod create;
 mod generation;
 mod health;
@@ -37,8 +36,6 @@ mod maintain;
 mod release;
 pub(crate) mod resident;
 pub(crate) mod retired;
-mod stats;
-pub(crate) mod worker;
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -54,15 +51,16 @@ use tokio::time::Instant;
 
 pub(crate) use self::acquire::Acquired;
 use self::cap::{Member, SharedCap};
-pub use self::config::{MAX_DURATION, MAX_POOL_SIZE, PoolConfig, QueueOrder};
 use self::lifecycle::Lifecycle;
-pub use self::stats::PoolStats;
 use crate::context::CreateContext;
 use crate::error::Error;
+pub use crate::limits::{MAX_DURATION, MAX_POOL_SIZE};
 use crate::policy::Policy;
+pub use crate::policy::{PoolConfig, QueueOrder};
 use crate::resilience::breaker::CircuitBreaker;
 use crate::resource::Resource;
 use crate::runtime::Runtime;
+pub use crate::stats::PoolStats;
 use crate::telemetry::PoolMetrics;
 
 /// One instance and the times the pool keeps for it.

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind};
-use crate::pool::config::check_duration;
+use crate::limits::check_duration;
 
 /// Largest `window` accepted: a ring of this many outcomes is already far more history than a
 /// rate needs, so a larger value is a typo.
@@ -665,7 +665,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::pool::MAX_DURATION;
+    use crate::limits::MAX_DURATION;
 
     const FAST: Duration = Duration::from_millis(1);
 

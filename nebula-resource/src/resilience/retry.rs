@@ -24,7 +24,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::pool::config::check_duration;
+use crate::limits::check_duration;
 
 /// How an operation that failed with a retryable error is tried again, built by value from
 /// [`RetryPolicy::exponential`], [`RetryPolicy::none`] or [`RetryPolicy::default`]:
@@ -333,7 +333,7 @@ mod tests {
 
     use super::*;
     use crate::ErrorKind;
-    use crate::pool::MAX_DURATION;
+    use crate::limits::MAX_DURATION;
 
     fn retryable() -> Error {
         Error::create("connection refused")

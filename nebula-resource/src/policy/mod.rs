@@ -1,14 +1,18 @@
 //! [`Policy`]: the per-registration settings that are not the resource's own config.
 
+mod pool;
+mod scope;
+
+pub use self::pool::{PoolConfig, QueueOrder};
+pub use self::scope::Scope;
+
 use std::fmt;
 use std::sync::Arc;
 
 use crate::credentials::CredentialProvider;
 use crate::error::Error;
 use crate::health::HealthConfig;
-use crate::pool::PoolConfig;
 use crate::resilience::{BreakerConfig, RetryPolicy};
-use crate::scope::Scope;
 
 /// Per-registration settings, built by value from [`Policy::default`]:
 ///

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::broadcast;
 
 use crate::events::Event;
-use crate::pool::worker::{Job, ReleaseWorker};
+mod worker;
+
+pub(crate) use self::worker::Job;
+use self::worker::ReleaseWorker;
 
 /// Capacity of the event channel; a receiver that falls further behind sees `Lagged`.
 pub(crate) const EVENT_CAPACITY: usize = 1024;
