@@ -5,12 +5,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use super::{Checkout, Locked, Pool, QueueOrder, Slot, State, Waiter};
+use super::waiters::Left;
+use super::{Checkout, Locked, Pool, QueueOrder, Slot, State};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::hooks;
 use crate::resilience::breaker::{Call, Outcome};
@@ -83,7 +84,7 @@ impl<R: Resource> Pool<R> {
                         }
                     }
                 }
-                let idle = if state.queue.is_empty() {
+                let idle = if state.waiters.is_empty() {
                     match self.life.settings.order {
                         QueueOrder::Lifo => state.idle.pop_back(),
                         QueueOrder::Fifo => state.idle.pop_front(),
@@ -187,16 +188,7 @@ impl<R: Resource> Pool<R> {
         deadline: Instant,
         front: bool,
     ) -> (usize, Instant) {
-        let key = state.waiters.insert(Waiter::Waiting {
-            waker: None,
-            since,
-            deadline,
-        });
-        if front {
-            state.queue.push_front(key);
-        } else {
-            state.queue.push_back(key);
-        }
+        let key = state.waiters.push(since, deadline, front);
         let sweeper = match state.sweeper {
             None => {
                 state.sweeper = Some(deadline);
@@ -239,45 +231,25 @@ impl<R: Resource> Pool<R> {
 
     /// Fail every waiter whose deadline passed (with a timeout carrying the pool's counts at
     /// that moment); returns the wakers to call and the next deadline, if any waiter is left.
-    fn expire_waiters(
-        &self,
-        state: &mut State<R>,
-        now: Instant,
-    ) -> (Vec<std::task::Waker>, Option<Instant>) {
-        let mut expired = Vec::new();
-        let mut next: Option<Instant> = None;
-        for &key in &state.queue {
-            if let Waiter::Waiting {
-                deadline, since, ..
-            } = &state.waiters[key]
-            {
-                if *deadline <= now {
-                    expired.push((key, *since));
-                } else {
-                    next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
-                }
-            }
-        }
-        let mut wakers = Vec::new();
-        if !expired.is_empty() {
-            state.timeouts += expired.len() as u64;
-            // Taken while the expired waiters are still queued: they are among the waiters
-            // the error reports.
-            let stats = state.stats();
-            let last = state.last_create_error.clone();
-            for (key, since) in expired {
-                let err = self.error(Error::timeout(
-                    TimeoutPhase::Permit,
-                    now.saturating_duration_since(since),
-                    Some(stats),
-                    last.clone(),
-                ));
-                wakers.extend(state.serve(key, Err(err)));
-            }
-            // One pass: the served waiters are the ones no longer waiting.
-            let State { queue, waiters, .. } = state;
-            queue.retain(|&key| matches!(waiters[key], Waiter::Waiting { .. }));
-        }
+    fn expire_waiters(&self, state: &mut State<R>, now: Instant) -> (Vec<Waker>, Option<Instant>) {
+        // Taken while the expired waiters are still queued: they are among the waiters the
+        // error reports.
+        let stats = state.stats();
+        let State {
+            waiters,
+            last_create_error,
+            timeouts,
+            ..
+        } = state;
+        let (expired, wakers, next) = waiters.expire(now, |waited| {
+            self.error(Error::timeout(
+                TimeoutPhase::Permit,
+                waited,
+                Some(stats),
+                last_create_error.clone(),
+            ))
+        });
+        *timeouts += expired as u64;
         (wakers, next)
     }
 
@@ -349,23 +321,11 @@ impl<R: Resource> Future for Waiting<'_, R> {
         let this = &mut *self;
         let mut state = this.pool.lock();
         let unswept = state.sweeper.is_none();
-        let since = match &mut state.waiters[this.key] {
-            Waiter::Waiting { waker, since, .. } => {
-                match waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
-                }
-                *since
-            }
-            Waiter::Served(_) => {
-                let Waiter::Served(served) = state.waiters.remove(this.key) else {
-                    unreachable!("matched Served above");
-                };
-                drop(state);
-                this.done = true;
-                return Poll::Ready(served);
-            }
-        };
+        if let Err(Left::Served(served)) = state.waiters.poll(this.key, cx.waker()) {
+            drop(state);
+            this.done = true;
+            return Poll::Ready(served);
+        }
         if !unswept {
             return Poll::Pending;
         }
@@ -376,15 +336,15 @@ impl<R: Resource> Future for Waiting<'_, R> {
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        state.waiters.remove(this.key);
-        if let Some(at) = state.queue.iter().position(|&k| k == this.key) {
-            state.queue.remove(at);
-        }
+        this.done = true;
+        let since = match state.waiters.leave(this.key) {
+            Left::Waiting { since } => since,
+            Left::Served(served) => return Poll::Ready(served),
+        };
         state.timeouts += 1;
         let stats = state.stats();
         let last = state.last_create_error.clone();
         drop(state);
-        this.done = true;
         Poll::Ready(Err(this.pool.error(Error::timeout(
             TimeoutPhase::Permit,
             Instant::now().saturating_duration_since(since),
@@ -399,19 +359,10 @@ impl<R: Resource> Drop for Waiting<'_, R> {
         if self.done {
             return;
         }
-        let mut state = self.pool.lock();
-        match state.waiters.remove(self.key) {
-            Waiter::Waiting { .. } => {
-                if let Some(at) = state.queue.iter().position(|&k| k == self.key) {
-                    state.queue.remove(at);
-                }
-            }
-            Waiter::Served(Ok(slot)) => {
-                // Handed to us after we gave up: pass it on, as if released.
-                drop(state);
-                self.pool.put_back(slot);
-            }
-            Waiter::Served(Err(_)) => {}
+        let left = self.pool.lock().waiters.leave(self.key);
+        if let Left::Served(Ok(slot)) = left {
+            // Handed to us after we gave up: pass it on, as if released.
+            self.pool.put_back(slot);
         }
     }
 }
@@ -460,14 +411,7 @@ impl<R: Resource> Drop for SweeperRunning<R> {
         let wakers: Vec<_> = {
             let mut state = self.pool.lock();
             state.sweeper = None;
-            let State { queue, waiters, .. } = &mut *state;
-            queue
-                .iter()
-                .filter_map(|&key| match &mut waiters[key] {
-                    Waiter::Waiting { waker, .. } => waker.take(),
-                    Waiter::Served(_) => None,
-                })
-                .collect()
+            state.waiters.take_wakers()
         };
         // Each waiter polls again and arms its own timer.
         for waker in wakers {

@@ -18,7 +18,7 @@ impl<R: Resource> Pool<R> {
         if state.closed {
             return 0;
         }
-        let wanted = (state.queue.len() + for_idle).saturating_sub(state.creating);
+        let wanted = (state.waiters.len() + for_idle).saturating_sub(state.creating);
         // Instances still being destroyed count: alive never exceeds `max_size`.
         let room = state.max_size.saturating_sub(state.size);
         let slots = self
@@ -29,7 +29,7 @@ impl<R: Resource> Pool<R> {
         let mut n = wanted.min(room).min(slots);
         if n > 0 {
             // Only waiters queue the pool for the shared cap's places, not a `min_idle` refill.
-            let for_waiters = state.queue.len() > state.creating;
+            let for_waiters = state.waiters.len() > state.creating;
             n = self.reserve(state, n, for_waiters);
         }
         state.size += n;
@@ -161,7 +161,7 @@ impl<R: Resource> Pool<R> {
         state.created += 1;
         // Created with an older config or credentials: serve a waiter with it (it works, and is
         // destroyed when it comes back), but never keep it idle.
-        let unwanted = state.queue.is_empty()
+        let unwanted = state.waiters.is_empty()
             && (slot.generation != self.life.generation()
                 || state.staying() > state.max_size
                 || self
@@ -202,7 +202,7 @@ impl<R: Resource> Pool<R> {
         state.size -= 1;
         state.create_errors += 1;
         state.last_create_error = Some(message);
-        let (waker, unclaimed) = if state.queue.is_empty() {
+        let (waker, unclaimed) = if state.waiters.is_empty() {
             (None, Some(err))
         } else {
             (state.fail_first(err), None)
@@ -324,7 +324,7 @@ impl<R: Resource> Drop for Reservation<R> {
             if nested {
                 // The replacement was dropped too: no create task can run. Fail the waiter
                 // this place was for, rather than leave it waiting for nothing.
-                let waker = if state.queue.len() > state.creating {
+                let waker = if state.waiters.len() > state.creating {
                     state.fail_first(self.pool.error(Error::other(
                         ErrorKind::ShuttingDown,
                         "the create task was dropped before it finished: the manager's runtime is shutting down",

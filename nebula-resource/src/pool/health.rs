@@ -168,7 +168,7 @@ impl<R: Resource> Pool<R> {
         let idle = {
             let mut state = self.lock();
             state.quarantine = Some(Arc::clone(&reason));
-            while !state.queue.is_empty() {
+            while !state.waiters.is_empty() {
                 let err = self.error(Error::other(
                     ErrorKind::Unavailable,
                     format!("quarantined: {reason}"),

@@ -125,7 +125,7 @@ impl<R: Resource> Pool<R> {
                 return;
             }
             state.closed = true;
-            while !state.queue.is_empty() {
+            while !state.waiters.is_empty() {
                 if let Some(waker) = state.fail_first(self.error(Error::shutting_down())) {
                     wakers.push(waker);
                 }

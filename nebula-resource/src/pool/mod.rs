@@ -36,6 +36,7 @@ mod maintain;
 mod release;
 pub(crate) mod resident;
 pub(crate) mod retired;
+mod waiters;
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -52,6 +53,7 @@ use tokio::time::Instant;
 pub(crate) use self::acquire::Acquired;
 use self::cap::{Member, SharedCap};
 use self::lifecycle::Lifecycle;
+use self::waiters::Waiters;
 use crate::context::CreateContext;
 use crate::error::Error;
 pub use crate::limits::{MAX_DURATION, MAX_POOL_SIZE};
@@ -82,20 +84,9 @@ impl<R: Resource> Slot<R> {
     }
 }
 
-enum Waiter<R: Resource> {
-    Waiting {
-        waker: Option<Waker>,
-        /// When this acquire first began to wait (kept across a bad hand-off).
-        since: Instant,
-        deadline: Instant,
-    },
-    Served(Result<Slot<R>, Error>),
-}
-
 pub(crate) struct State<R: Resource> {
     idle: VecDeque<Slot<R>>,
-    waiters: Slab<Waiter<R>>,
-    queue: VecDeque<usize>,
+    waiters: Waiters<R>,
     size: usize,
     in_use: usize,
     creating: usize,
@@ -129,31 +120,22 @@ impl<R: Resource> State<R> {
     /// Give `slot` to the first waiter (returning the waker to call once the lock is released),
     /// or put it in the idle store.
     fn hand_off(&mut self, slot: Slot<R>) -> Option<Waker> {
-        match self.queue.pop_front() {
-            Some(key) => {
+        match self.waiters.serve_first(Ok(slot)) {
+            Ok(waker) => {
                 self.in_use += 1;
-                self.serve(key, Ok(slot))
+                waker
             }
-            None => {
+            Err(Ok(slot)) => {
                 self.idle.push_back(slot);
                 None
             }
+            Err(Err(_)) => unreachable!("handed an instance, given back an error"),
         }
     }
 
     /// Fail the first waiter with `error`.
     fn fail_first(&mut self, error: Error) -> Option<Waker> {
-        let key = self.queue.pop_front()?;
-        self.serve(key, Err(error))
-    }
-
-    /// Put `served` in waiter `key`'s cell (already out of the queue); returns the waker to call
-    /// once the lock is released.
-    fn serve(&mut self, key: usize, served: Result<Slot<R>, Error>) -> Option<Waker> {
-        match std::mem::replace(&mut self.waiters[key], Waiter::Served(served)) {
-            Waiter::Waiting { waker, .. } => waker,
-            Waiter::Served(_) => None,
-        }
+        self.waiters.serve_first(Err(error)).ok().flatten()
     }
 
     /// Instances that will still exist once the release worker is done: what `max_size`
@@ -165,7 +147,7 @@ impl<R: Resource> State<R> {
     /// Whether anything is in use, waited for or being created: a pool that is busy is never
     /// evicted or ended for being idle.
     fn busy(&self) -> bool {
-        self.in_use > 0 || !self.queue.is_empty() || self.creating > 0
+        self.in_use > 0 || !self.waiters.is_empty() || self.creating > 0
     }
 
     fn stats(&self) -> PoolStats {
@@ -174,7 +156,7 @@ impl<R: Resource> State<R> {
             max_size: self.max_size,
             idle: self.idle.len(),
             in_use: self.in_use,
-            waiters: self.queue.len(),
+            waiters: self.waiters.len(),
             creating: self.creating,
             releasing: self.releasing,
             created: self.created,
@@ -274,8 +256,7 @@ impl<R: Resource> Pool<R> {
         let pool = Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
                 idle: VecDeque::with_capacity(settings.max_size.min(1024)),
-                waiters: Slab::new(),
-                queue: VecDeque::new(),
+                waiters: Waiters::new(),
                 size: 0,
                 in_use: 0,
                 creating: 0,

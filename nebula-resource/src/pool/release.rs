@@ -114,7 +114,7 @@ impl<R: Resource> Pool<R> {
             || self.shared.as_ref().is_some_and(|member| {
                 member
                     .cap
-                    .should_give_back(state.size, !state.queue.is_empty())
+                    .should_give_back(state.size, !state.waiters.is_empty())
             })
         {
             state.releasing += 1;
