@@ -129,13 +129,12 @@ impl<R: Resource> Pool<R> {
                 continue;
             }
             // A probe always checks: its outcome has to say something about the backend.
-            // (`checked_at + after < now` costs a quarter of `now - checked_at > after`.)
             let due = probe.started.is_some()
-                || self.life.settings.validate_after_idle.is_some_and(|after| {
-                    slot.checked_at
-                        .checked_add(after)
-                        .is_some_and(|due_at| due_at < now)
-                });
+                || self
+                    .life
+                    .settings
+                    .validate_after_idle
+                    .is_some_and(|after| slot.unchecked_for(after, now));
             // The check's future is only built when a check is due: the fast path stays sync.
             let checked = if due {
                 let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
@@ -181,6 +180,7 @@ impl<R: Resource> Pool<R> {
 
     /// Queue a waiter (at the back, or at the front after a bad hand-off), make sure a sweeper
     /// will fail it at `deadline`, and start the creates the queue needs. Returns its key.
+    #[inline]
     fn enqueue(
         self: &Arc<Self>,
         mut state: Locked<'_, R>,

@@ -128,7 +128,7 @@ impl<R: Resource> Pool<R> {
 
     /// Run `Resource::create` (with the retry policy) for a place already reserved in `size`.
     /// Gives up when the pool closes, even between two attempts.
-    async fn run_create(self: &Arc<Self>) -> Result<(R::Instance, u64), Error> {
+    async fn run_create(self: &Arc<Self>) -> Result<(R::Instance, u32), Error> {
         let started = Instant::now();
         let created = self
             .life
@@ -143,7 +143,7 @@ impl<R: Resource> Pool<R> {
     /// Put a new instance in the place reserved for it: to the first waiter, or idle. An
     /// instance nobody waits for and the pool must not keep (an older generation, above
     /// `max_size` after a shrink, a place the shared cap wants back, a closed pool) is destroyed.
-    pub(super) fn deliver_new(self: &Arc<Self>, instance: R::Instance, generation: u64) {
+    pub(super) fn deliver_new(self: &Arc<Self>, instance: R::Instance, generation: u32) {
         let now = Instant::now();
         let slot = Slot {
             instance,
@@ -154,7 +154,7 @@ impl<R: Resource> Pool<R> {
                 .max_lifetime
                 .map(|lifetime| now + jittered(lifetime)),
             idle_since: now,
-            checked_at: now,
+            validated: 0,
         };
         let mut state = self.lock();
         state.creating -= 1;
@@ -288,7 +288,7 @@ impl<R: Resource> Reservation<R> {
     }
 
     /// Put the instance made for this place in it.
-    pub(super) fn deliver(mut self, instance: R::Instance, generation: u64) {
+    pub(super) fn deliver(mut self, instance: R::Instance, generation: u32) {
         self.armed = false;
         self.pool.deliver_new(instance, generation);
     }

@@ -107,7 +107,7 @@ impl<R: Resource> Pool<R> {
                 Ok(()) => {
                     self.record(Outcome::Success, started.elapsed());
                     if let Some(mut slot) = checking.slot.take() {
-                        slot.checked_at = Instant::now();
+                        slot.validated_at(Instant::now());
                         self.return_checked(slot);
                     }
                 }

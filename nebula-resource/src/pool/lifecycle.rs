@@ -9,7 +9,7 @@
 //! its lock-free hot path reads).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -42,7 +42,7 @@ pub(crate) struct Lifecycle<R: Resource> {
     credentials: CredentialSource,
     /// The config and credentials generation: bumped by a reconfiguration or a rotation. Only
     /// instances of the current one are kept.
-    generation: AtomicU64,
+    generation: AtomicU32,
     /// A rotation for near expiry is under way.
     pub(super) rotating: AtomicBool,
     closed: AtomicBool,
@@ -68,7 +68,7 @@ impl<R: Resource> Lifecycle<R> {
             retry: policy.retry.clone(),
             watch: Watch::new(&policy.health, &policy.retry),
             credentials: CredentialSource::new(policy.credentials.clone()),
-            generation: AtomicU64::new(0),
+            generation: AtomicU32::new(0),
             rotating: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             closing: Notify::new(),
@@ -81,7 +81,7 @@ impl<R: Resource> Lifecycle<R> {
     }
 
     /// The current config and credentials generation.
-    pub(crate) fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u32 {
         self.generation.load(Ordering::SeqCst)
     }
 
@@ -122,7 +122,7 @@ impl<R: Resource> Lifecycle<R> {
     pub(crate) async fn create(
         &self,
         record: impl Fn(Outcome, Duration),
-    ) -> Result<(R::Instance, u64), Error> {
+    ) -> Result<(R::Instance, u32), Error> {
         let attempts = retry(
             &self.retry,
             |_| self.attempt(self.settings.create_timeout, &record),
@@ -146,7 +146,7 @@ impl<R: Resource> Lifecycle<R> {
         &self,
         timeout: Duration,
         record: impl Fn(Outcome, Duration),
-    ) -> Result<(R::Instance, u64), Error> {
+    ) -> Result<(R::Instance, u32), Error> {
         let started = Instant::now();
         let created = async {
             self.credentials

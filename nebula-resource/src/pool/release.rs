@@ -48,8 +48,7 @@ impl<R: Resource> Pool<R> {
             self.discard(slot);
             return;
         }
-        slot.idle_since = now;
-        slot.checked_at = now;
+        slot.idle_from(now);
         if self.default_recycle.load(Ordering::Relaxed) {
             self.put_back(slot);
             return;
@@ -90,6 +89,7 @@ impl<R: Resource> Pool<R> {
     /// while the pool is quarantined (suspect), is destroyed instead.
     ///
     /// [`return_checked`]: Self::return_checked
+    #[inline]
     pub(super) fn put_back(self: &Arc<Self>, slot: Slot<R>) {
         let mut state = self.lock();
         state.breaker.record_success();
@@ -105,6 +105,7 @@ impl<R: Resource> Pool<R> {
         self.keep(state, slot, false);
     }
 
+    #[inline]
     fn keep(self: &Arc<Self>, mut state: Locked<'_, R>, slot: Slot<R>, suspect: bool) {
         state.in_use -= 1;
         if suspect

@@ -488,7 +488,7 @@ impl<R: Resource> Resident<R> {
 
     /// Make `instance` the current one, unless it cannot be shared, the resident closed, or the
     /// settings changed since it was made (then it retires at once).
-    fn install(&self, instance: R::Instance, settings: u64) -> Result<(), Error> {
+    fn install(&self, instance: R::Instance, settings: u32) -> Result<(), Error> {
         let generation = {
             let mut counts = self.counts.lock();
             counts.created += 1;

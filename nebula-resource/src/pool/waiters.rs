@@ -56,15 +56,18 @@ impl<R: Resource> Waiters<R> {
     }
 
     /// How many acquires wait.
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.waiting
     }
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.waiting == 0
     }
 
     /// Queue a waiter, at the back (or at the front, after a bad hand-off); returns its key.
+    #[inline]
     pub(super) fn push(&mut self, since: Instant, deadline: Instant, front: bool) -> usize {
         let key = self.cells.insert(Waiter::Waiting {
             waker: None,
@@ -82,27 +85,30 @@ impl<R: Resource> Waiters<R> {
 
     /// Serve the first live waiter with `served`; returns its waker to call once the lock is
     /// released, or gives `served` back when nobody waits.
+    #[inline]
     pub(super) fn serve_first(
         &mut self,
         served: Result<Slot<R>, Error>,
     ) -> Result<Option<Waker>, Result<Slot<R>, Error>> {
         while let Some(key) = self.order.pop_front() {
-            match std::mem::replace(&mut self.cells[key], Waiter::Gone) {
-                Waiter::Waiting { waker, .. } => {
-                    self.waiting -= 1;
-                    self.cells[key] = Waiter::Served(served);
-                    return Ok(waker);
-                }
-                Waiter::Gone => {
-                    self.cells.remove(key);
-                }
-                Waiter::Served(_) => unreachable!("a served waiter is out of the queue"),
+            let cell = &mut self.cells[key];
+            if let Waiter::Waiting { waker, .. } = cell {
+                let waker = waker.take();
+                *cell = Waiter::Served(served);
+                self.waiting -= 1;
+                return Ok(waker);
             }
+            debug_assert!(
+                matches!(cell, Waiter::Gone),
+                "a served waiter is out of the queue"
+            );
+            self.cells.remove(key);
         }
         Err(served)
     }
 
     /// Register `waker` for waiter `key` if it still waits; otherwise take what it was served.
+    #[inline]
     pub(super) fn poll(&mut self, key: usize, waker: &Waker) -> Result<Instant, Left<R>> {
         match &mut self.cells[key] {
             Waiter::Waiting {
@@ -126,6 +132,7 @@ impl<R: Resource> Waiters<R> {
 
     /// Waiter `key` gives up: a tombstone if it is still queued (O(1)), else what it was
     /// served.
+    #[inline]
     pub(super) fn leave(&mut self, key: usize) -> Left<R> {
         match std::mem::replace(&mut self.cells[key], Waiter::Gone) {
             Waiter::Waiting { since, .. } => {
