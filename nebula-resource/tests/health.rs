@@ -110,3 +110,33 @@ async fn passing_health_checks_do_not_keep_surplus_idle_instances_alive() {
     );
     assert_eq!(probe.alive(), 0);
 }
+
+/// A `check` that panics in its body (before it returns its future) during a health round used to
+/// unwind out of the scheduler task, and no registration of the manager had a health round
+/// again. Now the panic is that check's failure, and the rounds go on.
+#[tokio::test(start_paused = true)]
+async fn a_check_panicking_in_a_health_round_does_not_stop_the_scheduler() {
+    let probe = Probe::new();
+    probe.set(Hook::Check, Outcome::PanicSync);
+    let policy = Policy::default()
+        .pool(PoolConfig::default().max_size(2).min_idle(1))
+        .retry(RetryPolicy::none())
+        .breaker(BreakerConfig::disabled())
+        .health(
+            HealthConfig::default()
+                .interval(Duration::from_secs(1))
+                .failure_threshold(1000),
+        );
+    let manager = common::policy_manager(&probe, policy).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    settle().await;
+    let checks = probe.check_calls.load(Ordering::SeqCst);
+    assert!(checks >= 5, "{checks} health checks in 5.5 s of 1 s rounds");
+    let status = manager.status();
+    let health = &status.resource("test").expect("status").health;
+    assert_eq!(health.health, Health::Degraded, "{health:?}");
+    manager
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

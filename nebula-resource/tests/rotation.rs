@@ -394,3 +394,62 @@ async fn a_hung_credential_fetch_does_not_wedge_the_pool_once_the_provider_recov
         .expect("nothing in use: shutdown succeeds");
     assert!(db.alive().is_empty(), "{:?}", db.alive());
 }
+
+/// A provider whose `fetch` panics in its body, before it returns its future, on the first call.
+struct PanicsOnce(AtomicBool);
+
+impl nebula_resource::CredentialProvider for PanicsOnce {
+    fn fetch<'a>(
+        &'a self,
+        _tenant: Option<&'a nebula_resource::TenantId>,
+    ) -> nebula_resource::CredentialFuture<'a> {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            panic!("vault client bug");
+        }
+        Box::pin(async { Ok(Credentials::new("s3cret")) })
+    }
+}
+
+/// A panicking credential provider killed the create task: the waiter it was for waited out its
+/// whole `acquire_timeout` with room free. Now the panic is the create's error, at once, and the
+/// next acquire is served once the provider works.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_credential_provider_fails_the_acquire_at_once_and_recovers() {
+    let manager = ResourceManager::builder()
+        .register_with(
+            Db::default(),
+            DbConfig {
+                database: "orders".into(),
+            },
+            Policy::default()
+                .pool(PoolConfig::default().acquire_timeout(Duration::from_secs(30)))
+                .retry(nebula_resource::RetryPolicy::none())
+                .credentials(PanicsOnce(AtomicBool::new(false))),
+        )
+        .build()
+        .await
+        .expect("build");
+    let started = tokio::time::Instant::now();
+    let err = match manager.acquire::<Db>().await {
+        Ok(_) => panic!("the first fetch panics"),
+        Err(err) => err,
+    };
+    assert_eq!(err.kind(), ErrorKind::Create, "{err}");
+    assert!(err.to_string().contains("vault client bug"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let conn = manager
+        .acquire::<Db>()
+        .await
+        .expect("served once the provider works");
+    assert_eq!(conn.password, "s3cret");
+    drop(conn);
+    manager
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
