@@ -200,6 +200,18 @@ struct GateCounts {
     destroy_calls: AtomicUsize,
 }
 
+impl GateCounts {
+    /// A new instance, counted alive until its last handle is dropped.
+    fn made(counts: &Arc<Self>, config: &Label) -> GatedClient {
+        counts.alive.fetch_add(1, Ordering::SeqCst);
+        counts.created.fetch_add(1, Ordering::SeqCst);
+        GatedClient {
+            label: config.0.clone(),
+            _token: Arc::new(Token(Arc::clone(counts))),
+        }
+    }
+}
+
 /// Dropped with the last handle of an instance.
 struct Token(Arc<GateCounts>);
 
@@ -259,12 +271,7 @@ impl Resource for Gated {
             self.gate.entered.add_permits(1);
             self.gate.open.acquire().await.unwrap().forget();
         }
-        self.counts.alive.fetch_add(1, Ordering::SeqCst);
-        self.counts.created.fetch_add(1, Ordering::SeqCst);
-        Ok(GatedClient {
-            label: config.0.clone(),
-            _token: Arc::new(Token(Arc::clone(&self.counts))),
-        })
+        Ok(GateCounts::made(&self.counts, config))
     }
 
     async fn destroy(&self, client: GatedClient) {
@@ -445,12 +452,7 @@ impl Resource for SlowShare {
     const TOPOLOGY: Topology = Topology::Resident;
 
     async fn create(&self, config: &Label, _: &CreateContext) -> Result<GatedClient, Error> {
-        self.counts.alive.fetch_add(1, Ordering::SeqCst);
-        self.counts.created.fetch_add(1, Ordering::SeqCst);
-        Ok(GatedClient {
-            label: config.0.clone(),
-            _token: Arc::new(Token(Arc::clone(&self.counts))),
-        })
+        Ok(GateCounts::made(&self.counts, config))
     }
 
     async fn destroy(&self, client: GatedClient) {

@@ -54,19 +54,6 @@ const HOOKS: [Hook; 5] = [
     Hook::Destroy,
 ];
 
-/// Outcomes a fault picks from: mostly healthy, each fault about as likely as the others.
-/// `Slow` (50 ms) and `Never` outlast the health timeout and the create timeout.
-const OUTCOMES: [Outcome; 8] = [
-    Outcome::Ok,
-    Outcome::Ok,
-    Outcome::Ok,
-    Outcome::Err,
-    Outcome::Slow,
-    Outcome::Never,
-    Outcome::Panic,
-    Outcome::PanicSync,
-];
-
 /// The config: a label that says which reconfigure an instance was made after.
 #[derive(Clone, Default)]
 struct Label(u64);
@@ -369,7 +356,7 @@ async fn round(seed: u64, ops: usize, progress: Arc<Mutex<Progress>>) {
                 match rng.random_range(0..20_u32) {
                     0..10 => world.set(
                         HOOKS[rng.random_range(0..HOOKS.len())],
-                        OUTCOMES[rng.random_range(0..OUTCOMES.len())],
+                        common::FAULTS[rng.random_range(0..common::FAULTS.len())],
                     ),
                     10..12 => world.reset(),
                     12..14 => {
@@ -391,7 +378,7 @@ async fn round(seed: u64, ops: usize, progress: Arc<Mutex<Progress>>) {
                             *secret.lock() = next;
                         }
                     }
-                    17 => credentials.set(OUTCOMES[rng.random_range(0..5)]),
+                    17 => credentials.set(common::FAULTS[rng.random_range(0..5)]),
                     _ => {}
                 }
             }

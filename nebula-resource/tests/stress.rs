@@ -112,18 +112,6 @@ const FAULT_MAX_SIZE: usize = 8;
 /// A round that takes longer than this hung.
 const ROUND_LIMIT: Duration = Duration::from_secs(15);
 
-/// Outcomes a fault picks from: mostly healthy, each fault about as likely as the others.
-const OUTCOMES: [Outcome; 8] = [
-    Outcome::Ok,
-    Outcome::Ok,
-    Outcome::Ok,
-    Outcome::Err,
-    Outcome::Slow,
-    Outcome::Never,
-    Outcome::Panic,
-    Outcome::PanicSync,
-];
-
 /// Which faults a round injects.
 #[derive(Clone, Copy)]
 struct Faults {
@@ -317,7 +305,10 @@ async fn faulty_round(
                     14..16 | 17.. if !faults.credentials => {}
                     0..12 => {
                         let hook = Hook::ALL[rng.random_range(0..Hook::ALL.len())];
-                        probe.set(hook, OUTCOMES[rng.random_range(0..OUTCOMES.len())]);
+                        probe.set(
+                            hook,
+                            common::FAULTS[rng.random_range(0..common::FAULTS.len())],
+                        );
                     }
                     12..14 => probe.reset(),
                     14..16 => {
@@ -338,7 +329,7 @@ async fn faulty_round(
                             })
                             .expect("reconfigure");
                     }
-                    17 => credentials.set(OUTCOMES[rng.random_range(0..4)]),
+                    17 => credentials.set(common::FAULTS[rng.random_range(0..4)]),
                     _ => credentials.hang_next.store(1, Ordering::SeqCst),
                 }
             }

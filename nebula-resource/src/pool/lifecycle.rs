@@ -8,6 +8,7 @@
 //! the pool's lock, which its hot path already holds; behind the resident's `tripped` flag, which
 //! its lock-free hot path reads).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
@@ -187,7 +188,7 @@ impl<R: Resource> Lifecycle<R> {
         self.closing.notify_waiters();
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
 
@@ -205,13 +206,13 @@ impl<R: Resource> Lifecycle<R> {
 }
 
 /// Where one pool (or resident) gets its credentials, with one fetch at a time.
-pub(crate) struct CredentialSource {
+struct CredentialSource {
     provider: Option<Arc<dyn CredentialProvider>>,
     fetching: tokio::sync::Mutex<()>,
 }
 
 impl CredentialSource {
-    pub(crate) fn new(provider: Option<Arc<dyn CredentialProvider>>) -> Self {
+    fn new(provider: Option<Arc<dyn CredentialProvider>>) -> Self {
         Self {
             provider,
             fetching: tokio::sync::Mutex::new(()),
@@ -221,35 +222,28 @@ impl CredentialSource {
     /// Fetch the credentials into `ctx` unless it has them. The wait for a fetch already under
     /// way and the fetch itself are bounded by `timeout` together: a hung provider holds no
     /// lock past it, so the next create tries again.
-    pub(crate) async fn ensure(&self, ctx: &CreateContext, timeout: Duration) -> Result<(), Error> {
+    async fn ensure(&self, ctx: &CreateContext, timeout: Duration) -> Result<(), Error> {
         let Some(provider) = &self.provider else {
             return Ok(());
         };
         if ctx.credentials().is_some() {
             return Ok(());
         }
-        let fetched = hooks::fallible(
-            ErrorKind::Create,
-            "CredentialProvider::fetch",
-            TimeoutPhase::Create,
-            timeout,
-            || async {
-                let _fetching = self.fetching.lock().await;
-                if ctx.credentials().is_some() {
-                    return Ok(());
-                }
-                let credentials = provider.fetch(ctx.tenant()).await?;
-                ctx.set_credentials(credentials);
-                Ok(())
-            },
-        )
-        .await;
-        fetched.map_err(|err| err.with_note("fetching credentials".to_owned()))
+        Self::bounded(timeout, async {
+            let _fetching = self.fetching.lock().await;
+            if ctx.credentials().is_some() {
+                return Ok(());
+            }
+            let credentials = provider.fetch(ctx.tenant()).await?;
+            ctx.set_credentials(credentials);
+            Ok(())
+        })
+        .await
     }
 
     /// Fetch again, within `timeout`; `Ok(true)` if the credentials changed (and are now in
     /// `ctx`).
-    pub(crate) async fn refresh(
+    async fn refresh(
         &self,
         ctx: &CreateContext,
         timeout: Duration,
@@ -257,27 +251,38 @@ impl CredentialSource {
         let Some(provider) = &self.provider else {
             return Ok(false);
         };
-        let refreshed = hooks::fallible(
+        Self::bounded(timeout, async {
+            let _fetching = self.fetching.lock().await;
+            let fresh = provider.fetch(ctx.tenant()).await?;
+            if ctx.credentials().as_deref() == Some(&fresh) {
+                return Ok(false);
+            }
+            ctx.set_credentials(fresh);
+            Ok(true)
+        })
+        .await
+    }
+
+    /// A fetch (and the wait for the one under way) through the hook helper: bounded by
+    /// `timeout`, a panic in the provider a `Create` error, the error noted as fetching
+    /// credentials.
+    async fn bounded<T>(
+        timeout: Duration,
+        fetch: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        hooks::fallible(
             ErrorKind::Create,
             "CredentialProvider::fetch",
             TimeoutPhase::Create,
             timeout,
-            || async {
-                let _fetching = self.fetching.lock().await;
-                let fresh = provider.fetch(ctx.tenant()).await?;
-                if ctx.credentials().as_deref() == Some(&fresh) {
-                    return Ok(false);
-                }
-                ctx.set_credentials(fresh);
-                Ok(true)
-            },
+            || fetch,
         )
-        .await;
-        refreshed.map_err(|err| err.with_note("fetching credentials".to_owned()))
+        .await
+        .map_err(|err| err.with_note("fetching credentials".to_owned()))
     }
 
     /// Whether the credentials in `ctx` expire within [`REFRESH_BEFORE_EXPIRY`].
-    pub(crate) fn expiring(ctx: &CreateContext) -> bool {
+    fn expiring(ctx: &CreateContext) -> bool {
         ctx.credentials()
             .and_then(|c| c.get_expires_at())
             .is_some_and(|at| {

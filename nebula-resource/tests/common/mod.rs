@@ -31,6 +31,20 @@ pub enum Outcome {
 
 pub const SLOW: Duration = Duration::from_millis(50);
 
+/// Outcomes a randomized fault picks from: mostly healthy, each fault about as likely as the
+/// others. The first four never hang (`Ok` and `Err` only); `Slow` and `Never` outlast short
+/// timeouts.
+pub const FAULTS: [Outcome; 8] = [
+    Outcome::Ok,
+    Outcome::Ok,
+    Outcome::Ok,
+    Outcome::Err,
+    Outcome::Slow,
+    Outcome::Never,
+    Outcome::Panic,
+    Outcome::PanicSync,
+];
+
 #[derive(Default)]
 pub struct Probe {
     pub create: Mutex<Option<Outcome>>,
