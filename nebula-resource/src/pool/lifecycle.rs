@@ -243,11 +243,7 @@ impl CredentialSource {
 
     /// Fetch again, within `timeout`; `Ok(true)` if the credentials changed (and are now in
     /// `ctx`).
-    async fn refresh(
-        &self,
-        ctx: &CreateContext,
-        timeout: Duration,
-    ) -> Result<bool, Error> {
+    async fn refresh(&self, ctx: &CreateContext, timeout: Duration) -> Result<bool, Error> {
         let Some(provider) = &self.provider else {
             return Ok(false);
         };
