@@ -208,3 +208,44 @@ async fn shutdown_stops_a_create_retrying_with_backoff() {
     );
     assert_eq!(probe.alive(), 0);
 }
+
+/// A create that shutdown stops between two attempts did not fail: it is neither counted in
+/// `create_errors` nor reported as `CreateFailed` (its failed attempt already was, by the log).
+#[tokio::test(start_paused = true)]
+async fn a_create_stopped_by_shutdown_is_not_counted_as_a_failed_create() {
+    let probe = Probe::new();
+    probe.set(common::Hook::Create, common::Outcome::Err);
+    let manager = common::policy_manager(
+        &probe,
+        nebula_resource::Policy::default()
+            .retry(nebula_resource::RetryPolicy::exponential(
+                Duration::from_secs(10),
+                5,
+            ))
+            .breaker(nebula_resource::BreakerConfig::disabled())
+            .health(nebula_resource::HealthConfig::disabled()),
+    )
+    .await;
+    let mut events = manager.events();
+    let acquire = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.acquire::<TestResource>().await.map(drop) }
+    });
+    // The first attempt failed; the create waits out its backoff.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        probe.create_calls.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    manager
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    let acquired = acquire.await.expect("the acquire task");
+    assert!(acquired.is_err());
+    let pool = manager.status().resource("test").expect("status").pool;
+    assert_eq!((pool.size, pool.create_errors), (0, 0), "{pool:?}");
+    while let Ok(event) = events.try_recv() {
+        assert!(!matches!(event, Event::CreateFailed { .. }), "{event:?}");
+    }
+}

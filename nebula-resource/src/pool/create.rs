@@ -190,18 +190,24 @@ impl<R: Resource> Pool<R> {
 
     /// Record a failed create and give the error to the first waiter; returns it when nobody
     /// was waiting.
+    /// A create stopped by the pool closing is no failure: it is neither counted nor reported.
     fn create_failed(self: &Arc<Self>, err: Error) -> Option<Error> {
-        tracing::warn!(resource = R::KEY, error = %err, "instance creation failed");
+        let failed = err.kind() != ErrorKind::ShuttingDown;
         let message = err.to_string();
-        self.life.runtime.emit(Event::CreateFailed {
-            source: self.life.source.clone(),
-            error: message.clone(),
-        });
+        if failed {
+            tracing::warn!(resource = R::KEY, error = %err, "instance creation failed");
+            self.life.runtime.emit(Event::CreateFailed {
+                source: self.life.source.clone(),
+                error: message.clone(),
+            });
+        }
         let mut state = self.lock();
         state.creating -= 1;
         state.size -= 1;
-        state.create_errors += 1;
-        state.last_create_error = Some(message);
+        if failed {
+            state.create_errors += 1;
+            state.last_create_error = Some(message);
+        }
         let (waker, unclaimed) = if state.waiters.is_empty() {
             (None, Some(err))
         } else {

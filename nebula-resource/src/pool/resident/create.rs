@@ -56,6 +56,8 @@ impl<R: Resource> Resident<R> {
             .await;
         match created {
             Ok((instance, generation)) => self.install(instance, generation),
+            // Stopped by the resident closing: no failure to count or report.
+            Err(err) if err.kind() == ErrorKind::ShuttingDown => Err(err),
             Err(err) => {
                 {
                     let mut counts = self.counts.lock();
