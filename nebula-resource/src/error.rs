@@ -237,6 +237,11 @@ impl Error {
         )
     }
 
+    /// The resource is quarantined (its health rounds failed), for `reason`: fail fast.
+    pub(crate) fn quarantined(reason: &str) -> Self {
+        Self::new(ErrorKind::Unavailable, format!("quarantined: {reason}"))
+    }
+
     /// The breaker is open: fail fast, and say when a probe will be let through.
     pub(crate) fn circuit_open(retry_after: Duration, why: &str) -> Self {
         let mut err = Self::new(

@@ -58,10 +58,7 @@ impl<R: Resource> Pool<R> {
                     return Err(self.error(Error::shutting_down()));
                 }
                 if let Some(reason) = &state.quarantine {
-                    return Err(self.error(Error::other(
-                        ErrorKind::Unavailable,
-                        format!("quarantined: {reason}"),
-                    )));
+                    return Err(self.error(Error::quarantined(reason)));
                 }
                 if !state.breaker.is_closed() && probe.started.is_none() {
                     let now = Instant::now();
@@ -101,7 +98,10 @@ impl<R: Resource> Pool<R> {
                         let now = Instant::now();
                         let deadline = *deadline.get_or_insert_with(|| self.deadline(now, limit));
                         let since = *since.get_or_insert(now);
-                        Err(self.enqueue(state, since, deadline, first_in_line))
+                        Err((
+                            self.enqueue(state, since, deadline, first_in_line),
+                            deadline,
+                        ))
                     }
                 }
             };
@@ -187,7 +187,7 @@ impl<R: Resource> Pool<R> {
         since: Instant,
         deadline: Instant,
         front: bool,
-    ) -> (usize, Instant) {
+    ) -> usize {
         let key = state.waiters.push(since, deadline, front);
         let sweeper = match state.sweeper {
             None => {
@@ -214,7 +214,7 @@ impl<R: Resource> Pool<R> {
             None => {}
         }
         self.start_creates(creates);
-        (key, deadline)
+        key
     }
 
     /// Wait in the queue until served: an instance, a create error, a timeout from the

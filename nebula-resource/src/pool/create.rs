@@ -161,13 +161,7 @@ impl<R: Resource> Pool<R> {
         state.created += 1;
         // Created with an older config or credentials: serve a waiter with it (it works, and is
         // destroyed when it comes back), but never keep it idle.
-        let unwanted = state.waiters.is_empty()
-            && (slot.generation != self.life.generation()
-                || state.staying() > state.max_size
-                || self
-                    .shared
-                    .as_ref()
-                    .is_some_and(|member| member.cap.should_give_back(state.size, false)));
+        let unwanted = state.waiters.is_empty() && self.unwanted(&state, &slot);
         if state.closed || unwanted {
             state.releasing += 1;
             let creates = self.plan_creates(&mut state, 0);

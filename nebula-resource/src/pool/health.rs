@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::Pool;
 use super::acquire::Checking;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::hooks;
 use crate::resilience::breaker::{Call, Outcome};
 use crate::resilience::{BreakerStatus, emit_breaker, emit_verdict};
@@ -169,10 +169,7 @@ impl<R: Resource> Pool<R> {
             let mut state = self.lock();
             state.quarantine = Some(Arc::clone(&reason));
             while !state.waiters.is_empty() {
-                let err = self.error(Error::other(
-                    ErrorKind::Unavailable,
-                    format!("quarantined: {reason}"),
-                ));
+                let err = self.error(Error::quarantined(&reason));
                 wakers.extend(state.fail_first(err));
             }
             let idle: Vec<_> = state.idle.drain(..).collect();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Counted, Locked, Pool, Slot, grant};
+use super::{Counted, Locked, Pool, Slot, State, grant};
 use crate::error::Error;
 use crate::events::Event;
 use crate::hooks;
@@ -108,16 +108,7 @@ impl<R: Resource> Pool<R> {
     #[inline]
     fn keep(self: &Arc<Self>, mut state: Locked<'_, R>, slot: Slot<R>, suspect: bool) {
         state.in_use -= 1;
-        if suspect
-            || state.closed
-            || slot.generation != self.life.generation()
-            || state.staying() > state.max_size
-            || self.shared.as_ref().is_some_and(|member| {
-                member
-                    .cap
-                    .should_give_back(state.size, !state.waiters.is_empty())
-            })
-        {
+        if suspect || state.closed || self.unwanted(&state, &slot) {
             state.releasing += 1;
             drop(state);
             self.destroy(slot.instance);
@@ -128,6 +119,19 @@ impl<R: Resource> Pool<R> {
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+
+    /// Whether the pool must not keep `slot` (idle, or for a waiter): it is of an older
+    /// generation, the pool is above `max_size` after a shrink, or the shared cap wants the
+    /// place back.
+    pub(super) fn unwanted(&self, state: &State<R>, slot: &Slot<R>) -> bool {
+        slot.generation != self.life.generation()
+            || state.staying() > state.max_size
+            || self.shared.as_ref().is_some_and(|member| {
+                member
+                    .cap
+                    .should_give_back(state.size, !state.waiters.is_empty())
+            })
     }
 
     /// Take an in-use instance out of service and destroy it on the release worker.

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::Resident;
 use super::lanes::{Current, Lane, Shared, thread_number};
-use crate::error::{Error, ErrorKind, TimeoutPhase};
+use crate::error::{Error, TimeoutPhase};
 use crate::hooks;
 use crate::resilience::breaker::{Call, Outcome};
 use crate::resilience::emit_breaker;
@@ -19,10 +19,7 @@ impl<R: Resource> Resident<R> {
     /// breaker is open; `Ok(true)` when this acquire is a half-open probe.
     pub(super) fn admit(&self) -> Result<bool, Error> {
         if let Some(reason) = self.quarantine.lock().clone() {
-            return Err(self.error(Error::other(
-                ErrorKind::Unavailable,
-                format!("quarantined: {reason}"),
-            )));
+            return Err(self.error(Error::quarantined(&reason)));
         }
         let tried = self.breaker.lock().try_call(Instant::now());
         match tried {
