@@ -268,13 +268,15 @@ impl ResourceManager {
     }
 
     /// Change the pool size of the unnamed registration of `R` while it serves. Growing lets
-    /// waiters be served at once. Shrinking destroys surplus idle instances now and surplus
-    /// in-use ones when their guards drop: no guard is taken away, so until they come back the
-    /// pool may hold more than the new `max_size`. Maintenance refills a larger `min_idle`.
+    /// waiters be served at once. Shrinking destroys surplus idle instances now, surplus in-use
+    /// ones when their guards drop and surplus new ones when their create ends: no guard is
+    /// taken away, so until they come back the pool may hold more than the new `max_size`.
+    /// Maintenance refills a larger `min_idle`.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::NotRegistered`]; [`ErrorKind::Config`] naming the resource and
+    /// [`ErrorKind::NotRegistered`]; [`ErrorKind::ShuttingDown`] once the pool is closed;
+    /// [`ErrorKind::Config`] naming the resource and
     /// `pool.max_size` or `pool.min_idle` when out of range (the rules of
     /// [`PoolConfig`](crate::PoolConfig)), or when `R` is resident or registered per tenant (use
     /// [`resize_tenant`](Self::resize_tenant)).
