@@ -13,11 +13,7 @@ impl<R: Resource> Pool<R> {
     /// Fetch the credentials again (within `create_timeout`); if they changed, start a new
     /// generation. Returns whether they changed.
     pub(crate) async fn rotate_credentials(self: &Arc<Self>) -> Result<bool, Error> {
-        let changed = self.life.rotate().await?;
-        if changed {
-            self.retire_old_generation();
-        }
-        Ok(changed)
+        self.life.rotate(|| self.retire_old_generation()).await
     }
 
     /// [`rotate_credentials`](Self::rotate_credentials) of each of `pools` (the tenant or
@@ -34,8 +30,8 @@ impl<R: Resource> Pool<R> {
 
     /// Replace the config: a new generation starts.
     pub(crate) fn reconfigure(self: &Arc<Self>, config: R::Config) {
-        self.life.reconfigure(config);
-        self.retire_old_generation();
+        self.life
+            .reconfigure(config, || self.retire_old_generation());
     }
 
     /// A new generation started: only its instances are kept from now on. Idle ones of older

@@ -86,17 +86,21 @@ impl<R: Resource> Lifecycle<R> {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Replace the config and start a new generation; the owner then retires the old one.
-    pub(crate) fn reconfigure(&self, config: R::Config) {
+    /// Replace the config and start a new generation; `retire` (the owner's) retires the old
+    /// one before the change is announced, so whoever reacts to the event finds no old instance
+    /// idle.
+    pub(crate) fn reconfigure(&self, config: R::Config, retire: impl FnOnce()) {
         self.config.store(Arc::new(config));
         self.generation.fetch_add(1, Ordering::SeqCst);
+        retire();
         tracing::info!(resource = R::KEY, name = ?self.source.name, tenant = ?self.source.tenant, "reconfigured; new generation");
         self.runtime.emit(Event::Reconfigured(self.source.clone()));
     }
 
     /// Fetch the credentials again, within `create_timeout`; if they changed, start a new
-    /// generation (the owner then retires the old one). Returns whether they changed.
-    pub(crate) async fn rotate(&self) -> Result<bool, Error> {
+    /// generation and retire the old one with `retire` (the owner's) before the rotation is
+    /// announced. Returns whether they changed.
+    pub(crate) async fn rotate(&self, retire: impl FnOnce()) -> Result<bool, Error> {
         let changed = self
             .credentials
             .refresh(&self.ctx, self.settings.create_timeout)
@@ -104,6 +108,7 @@ impl<R: Resource> Lifecycle<R> {
             .map_err(|err| self.error(err))?;
         if changed {
             self.generation.fetch_add(1, Ordering::SeqCst);
+            retire();
             tracing::info!(resource = R::KEY, name = ?self.source.name, tenant = ?self.source.tenant, "credentials rotated; new generation");
             self.runtime
                 .emit(Event::CredentialsRotated(self.source.clone()));

@@ -147,17 +147,12 @@ impl<R: Resource> Resident<R> {
     /// Replace the config; the next acquire creates the instance anew (a create under way is
     /// discarded when it ends).
     pub(crate) fn reconfigure(&self, config: R::Config) {
-        self.life.reconfigure(config);
-        self.retire_current();
+        self.life.reconfigure(config, || self.retire_current());
     }
     /// Fetch the credentials again (within `create_timeout`); if they changed, the next
     /// acquire creates the instance anew.
     pub(crate) async fn rotate_credentials(&self) -> Result<bool, Error> {
-        let changed = self.life.rotate().await?;
-        if changed {
-            self.retire_current();
-        }
-        Ok(changed)
+        self.life.rotate(|| self.retire_current()).await
     }
     fn error(&self, err: Error) -> Error {
         self.life.error(err)
