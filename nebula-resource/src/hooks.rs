@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -143,6 +144,18 @@ pub(crate) fn is_broken<R: Resource>(resource: &R, instance: &R::Instance) -> bo
         tracing::warn!(resource = R::KEY, %panic, "is_broken panicked; instance treated as broken");
         true
     })
+}
+
+/// `Resource::degraded`; a panic is reported as the reason.
+pub(crate) fn degraded<R: Resource>(resource: &R, instance: &R::Instance) -> Option<Arc<str>> {
+    match guarded_sync(|| resource.degraded(instance)) {
+        Ok(reason) => reason.map(Arc::from),
+        Err(panic) => {
+            let panic = panic_message(&*panic);
+            tracing::warn!(resource = R::KEY, %panic, "degraded panicked; reported as the reason");
+            Some(Arc::from(format!("`degraded` panicked: {panic}")))
+        }
+    }
 }
 
 /// `Resource::share`, with `None` and a panic as errors.

@@ -98,6 +98,20 @@ pub trait Resource: Send + Sync + Sized + 'static {
         false
     }
 
+    /// Is the instance working but impaired — a broker's resource alarm, a client reconnecting
+    /// under the hood? If so, why.
+    ///
+    /// Asked by health rounds after a successful [`check`](Self::check): `Some(reason)` reports
+    /// the registration [`Degraded`](crate::Health::Degraded) with that reason until a round
+    /// finds it `None` again. It is not a failure: the circuit breaker, quarantine and the
+    /// failure count are unaffected, and the instance stays in service. Use
+    /// [`is_broken`](Self::is_broken) for an instance that must be replaced. A panic reports
+    /// Degraded with the panic as the reason. Defaults to `None`.
+    fn degraded(&self, instance: &Self::Instance) -> Option<String> {
+        let _ = instance;
+        None
+    }
+
     /// Reset state before reuse (`ROLLBACK`, `DISCARD ALL`, `UNWATCH`).
     ///
     /// Called when a guard is dropped. The future is polled once in place; if it does not finish

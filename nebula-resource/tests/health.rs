@@ -140,3 +140,44 @@ async fn a_check_panicking_in_a_health_round_does_not_stop_the_scheduler() {
         .await
         .expect("shutdown");
 }
+
+/// `Resource::degraded`: a pool whose instances pass their checks but say they are impaired
+/// reports Degraded with their reason, keeps serving, and counts no failure.
+#[tokio::test(start_paused = true)]
+async fn a_pool_whose_instances_report_impairment_is_degraded_not_failed() {
+    let probe = Probe::new();
+    let policy = Policy::default()
+        .pool(PoolConfig::default().max_size(2).min_idle(1))
+        .health(HealthConfig::default().interval(Duration::from_secs(1)));
+    let manager = common::policy_manager(&probe, policy).await;
+    *probe.degraded.lock() = Some("replica lag 30 s".to_owned());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    settle().await;
+    let status = manager.status();
+    let entry = status.resource("test").unwrap();
+    assert_eq!(entry.health.health, Health::Degraded, "{:?}", entry.health);
+    assert_eq!(entry.health.reason.as_deref(), Some("replica lag 30 s"));
+    assert_eq!(entry.health.consecutive_failures, 0);
+    let created = probe.created.load(Ordering::SeqCst);
+    drop(
+        manager
+            .acquire::<TestResource>()
+            .await
+            .expect("still serves"),
+    );
+    assert_eq!(
+        probe.created.load(Ordering::SeqCst),
+        created,
+        "nothing replaced"
+    );
+
+    *probe.degraded.lock() = None;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    settle().await;
+    let status = manager.status();
+    assert_eq!(
+        status.resource("test").unwrap().health.health,
+        Health::Healthy
+    );
+    manager.shutdown(Duration::from_secs(1)).await.unwrap();
+}

@@ -602,3 +602,65 @@ async fn shutdown_during_a_resident_health_check_does_not_wait_for_its_handle() 
     let after = manager.status().resource("hung-check").unwrap().pool;
     assert_eq!((after.in_use, after.size), (0, 0), "{after:?}");
 }
+
+/// A resident client that works but says it is impaired (`degraded`), as a broker client does
+/// during a resource alarm or while it reconnects.
+struct Impaired {
+    reason: Arc<parking_lot::Mutex<Option<String>>>,
+}
+
+impl Resource for Impaired {
+    type Config = NoConfig;
+    type Instance = Client;
+    const KEY: &'static str = "impaired";
+    const TOPOLOGY: Topology = Topology::Resident;
+
+    async fn create(&self, _: &NoConfig, _: &CreateContext) -> Result<Client, Error> {
+        Ok(Client {
+            generation: 1,
+            broken: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn degraded(&self, _: &Client) -> Option<String> {
+        self.reason.lock().clone()
+    }
+
+    fn share(&self, client: &Client) -> Option<Client> {
+        Some(client.clone())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_impaired_resident_reports_degraded_and_keeps_serving() {
+    use nebula_resource::{BreakerState, Health, HealthConfig, Policy};
+    let reason = Arc::new(parking_lot::Mutex::new(None));
+    let manager = ResourceManager::builder()
+        .register_with(
+            Impaired {
+                reason: Arc::clone(&reason),
+            },
+            NoConfig,
+            Policy::default().health(HealthConfig::default().interval(Duration::from_secs(1))),
+        )
+        .build()
+        .await
+        .unwrap();
+    let health = |manager: &ResourceManager| manager.status().resource("impaired").unwrap().clone();
+    drop(manager.acquire::<Impaired>().await.unwrap());
+    *reason.lock() = Some("broker alarm: memory".to_owned());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let entry = health(&manager);
+    assert_eq!(entry.health.health, Health::Degraded, "{:?}", entry.health);
+    assert_eq!(entry.health.reason.as_deref(), Some("broker alarm: memory"));
+    assert_eq!(entry.health.consecutive_failures, 0);
+    assert_eq!(entry.breaker.state, BreakerState::Closed);
+    let client = manager.acquire::<Impaired>().await.expect("still serves");
+    assert_eq!(client.generation, 1, "not replaced");
+    drop(client);
+
+    *reason.lock() = None;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(health(&manager).health.health, Health::Healthy);
+    manager.shutdown(Duration::from_secs(1)).await.unwrap();
+}

@@ -10,9 +10,12 @@
 //!   Unhealthy. Failures never improve the state: an Unhealthy registration stays Unhealthy.
 //! - `success_threshold` consecutive good rounds bring a Degraded or Unhealthy registration back
 //!   to Healthy.
+//! - A registration whose checks pass but whose resource reports itself impaired
+//!   ([`Resource::degraded`](crate::Resource::degraded)) reports Degraded with the resource's
+//!   reason, for as long as the rounds find it so; that is not a failure.
 //! - While a dependency is unhealthy a registration that is itself Healthy reports Degraded with
 //!   the reason "dependency `<name>` is unhealthy"; one that is Degraded or Unhealthy by its own
-//!   checks keeps its own state and reason.
+//!   checks keeps its own state and reason, and one impaired keeps the resource's reason.
 //!
 //! Every change of the reported state is a [`HealthTransition`], kept in a bounded history.
 
@@ -216,6 +219,9 @@ pub(crate) struct HealthTracker {
     own_reason: Option<Arc<str>>,
     /// The unhealthy dependency, if one is.
     dependency: Option<Arc<str>>,
+    /// Why the resource says its instances are impaired (the last good round's
+    /// `Resource::degraded`).
+    impaired: Option<Arc<str>>,
     consecutive_failures: u32,
     consecutive_successes: u32,
     since: SystemTime,
@@ -234,6 +240,7 @@ impl HealthTracker {
             own: Health::Healthy,
             own_reason: None,
             dependency: None,
+            impaired: None,
             consecutive_failures: 0,
             consecutive_successes: 0,
             since: SystemTime::now(),
@@ -323,6 +330,26 @@ impl HealthTracker {
         self.transition(before, reason)
     }
 
+    /// The last good round's word from the resource: impaired (`Some(reason)`) or not.
+    pub(crate) fn set_impaired(&mut self, impaired: Option<Arc<str>>) -> Option<HealthTransition> {
+        if self.impaired == impaired {
+            return None;
+        }
+        let before = self.effective();
+        let reason: Arc<str> = match &impaired {
+            Some(reason) => Arc::clone(reason),
+            None => "no longer impaired".into(),
+        };
+        self.impaired = impaired;
+        let after = self.effective();
+        let reason = if after.0 == Health::Healthy {
+            reason
+        } else {
+            after.1.unwrap_or(reason)
+        };
+        self.transition(before, reason)
+    }
+
     /// A snapshot for status reports.
     pub(crate) fn report(&self) -> HealthReport {
         let (health, reason) = self.effective();
@@ -336,14 +363,15 @@ impl HealthTracker {
         }
     }
 
-    /// The reported health and its reason: the worse of the own state and "degraded by a
-    /// dependency".
+    /// The reported health and its reason: the own state if it is not Healthy, else Degraded
+    /// if the resource says it is impaired or a dependency is unhealthy (in that order).
     fn effective(&self) -> (Health, Option<Arc<str>>) {
-        match (&self.dependency, self.own) {
-            (Some(name), Health::Healthy) => {
+        match (&self.impaired, &self.dependency, self.own) {
+            (Some(reason), _, Health::Healthy) => (Health::Degraded, Some(Arc::clone(reason))),
+            (None, Some(name), Health::Healthy) => {
                 (Health::Degraded, Some(dependency_reason(name).into()))
             }
-            (_, own) => (own, self.own_reason.clone()),
+            (_, _, own) => (own, self.own_reason.clone()),
         }
     }
 
@@ -413,6 +441,36 @@ mod tests {
             assert_eq!(err.field(), Some(field), "{err}");
             assert_eq!(err.kind(), crate::ErrorKind::Config);
         }
+    }
+
+    #[test]
+    fn an_impaired_resource_reports_degraded_without_counting_a_failure() {
+        use Health::*;
+        let mut t = tracker();
+        assert_eq!(
+            step(t.set_impaired(Some("broker alarm".into()))),
+            Some((Healthy, Degraded, "broker alarm".into()))
+        );
+        assert_eq!(t.set_impaired(Some("broker alarm".into())), None);
+        let report = t.report();
+        assert_eq!(report.reason.as_deref(), Some("broker alarm"));
+        assert_eq!(report.consecutive_failures, 0);
+        // Its own failures come first; when they heal, the impairment shows again.
+        t.record_failure("refused");
+        assert_eq!(t.report().reason.as_deref(), Some("refused"));
+        t.record_success();
+        assert_eq!(t.record_success(), None, "still degraded: impaired");
+        assert_eq!(t.report().reason.as_deref(), Some("broker alarm"));
+        // The impairment wins over an unhealthy dependency, and lifting it leaves that.
+        t.set_degraded_by_dependency(Some("db"));
+        assert_eq!(t.report().reason.as_deref(), Some("broker alarm"));
+        assert_eq!(t.set_impaired(None), None, "still degraded: the dependency");
+        assert_eq!(
+            t.report().reason.as_deref(),
+            Some("dependency `db` is unhealthy")
+        );
+        t.set_degraded_by_dependency(None);
+        assert_eq!(t.health(), Healthy);
     }
 
     #[test]

@@ -15,11 +15,11 @@ use super::acquire::Checking;
 use crate::error::Error;
 use crate::hooks;
 use crate::resilience::breaker::{Call, Outcome};
-use crate::resilience::{BreakerStatus, emit_breaker, emit_verdict};
+use crate::resilience::{BreakerStatus, Round, emit_breaker, emit_verdict};
 use crate::resource::Resource;
 
 /// What a round learned: `None` if nothing.
-type Learned = Option<Result<(), Arc<str>>>;
+type Learned = Option<Round>;
 
 impl<R: Resource> Pool<R> {
     /// Record a call's outcome with the breaker (ignored unless it is closed) and publish the
@@ -53,7 +53,7 @@ impl<R: Resource> Pool<R> {
             (state.quarantine.is_some(), state.idle.len())
         };
         let learned: Learned = match (quarantined, idle) {
-            (false, 0) => Some(self.probe_by_create(timeout).await.unwrap_or(Ok(()))),
+            (false, 0) => Some(self.probe_by_create(timeout).await.unwrap_or(Ok(None))),
             (false, idle) => Some(self.check_idle_round(idle, timeout).await),
             (true, 0) => self.probe_by_create(timeout).await,
             (true, _) => Some(self.check_idle_round(1, timeout).await),
@@ -74,13 +74,11 @@ impl<R: Resource> Pool<R> {
 
     /// Check up to `n` idle instances, each out of the idle store only while it is checked. A
     /// pass renews what `validate_after_idle` measures, not what `idle_timeout` does: an
-    /// instance nobody uses still retires.
-    async fn check_idle_round(
-        self: &Arc<Self>,
-        n: usize,
-        timeout: Duration,
-    ) -> Result<(), Arc<str>> {
+    /// instance nobody uses still retires. The first failure fails the round; with none, the
+    /// first impairment an instance that passed reports is the round's.
+    async fn check_idle_round(self: &Arc<Self>, n: usize, timeout: Duration) -> Round {
         let mut first_failure: Option<Arc<str>> = None;
+        let mut impaired: Option<Arc<str>> = None;
         for _ in 0..n {
             let slot = {
                 let mut state = self.lock();
@@ -106,6 +104,9 @@ impl<R: Resource> Pool<R> {
             match hooks::check(&*self.life.resource, &mut slot.instance, timeout).await {
                 Ok(()) => {
                     self.record(Outcome::Success, started.elapsed());
+                    if impaired.is_none() {
+                        impaired = hooks::degraded(&*self.life.resource, &slot.instance);
+                    }
                     if let Some(mut slot) = checking.slot.take() {
                         slot.validated_at(Instant::now());
                         self.return_checked(slot);
@@ -121,7 +122,7 @@ impl<R: Resource> Pool<R> {
                 }
             }
         }
-        first_failure.map_or(Ok(()), Err)
+        first_failure.map_or(Ok(impaired), Err)
     }
 
     /// Create one instance (one attempt, no retry) and check it; a good one joins the idle
@@ -148,8 +149,9 @@ impl<R: Resource> Pool<R> {
         match hooks::check(&*self.life.resource, &mut instance, timeout).await {
             Ok(()) => {
                 self.record(Outcome::Success, started.elapsed());
+                let impaired = hooks::degraded(&*self.life.resource, &instance);
                 reservation.deliver(instance, generation);
-                Some(Ok(()))
+                Some(Ok(impaired))
             }
             Err(err) => {
                 self.record(Outcome::Failure, started.elapsed());

@@ -46,6 +46,10 @@ pub(crate) struct Watch {
     recovery: Mutex<Option<Backoff>>,
 }
 
+/// What a health round found: `Ok(None)` all good, `Ok(Some(reason))` good but impaired (the
+/// resource's `degraded` hook), `Err(reason)` failed.
+pub(crate) type Round = Result<Option<Arc<str>>, Arc<str>>;
+
 /// What one health round changed.
 #[derive(Debug, Default)]
 pub(crate) struct Verdict {
@@ -76,11 +80,16 @@ impl Watch {
     }
 
     /// Record the outcome of a round (a check of idle instances, or a probe).
-    pub(crate) fn record(&self, outcome: Result<(), Arc<str>>) -> Verdict {
+    pub(crate) fn record(&self, outcome: Round) -> Verdict {
         let mut tracker = self.tracker.lock();
         let was = tracker.health();
         let transition = match outcome {
-            Ok(()) => tracker.record_success(),
+            // At most one of the two changes the reported health: an impairment shows only
+            // while the own state is Healthy, and a success changes only a state that is not.
+            Ok(impaired) => {
+                let impairment = tracker.set_impaired(impaired);
+                tracker.record_success().or(impairment)
+            }
             Err(reason) => tracker.record_failure(reason),
         };
         let now = tracker.health();

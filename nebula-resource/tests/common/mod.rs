@@ -54,6 +54,8 @@ pub struct Probe {
     /// `Err` reports every instance broken; `Panic`/`PanicSync` panic; otherwise the instance's
     /// own `broken` flag.
     pub is_broken: Mutex<Option<Outcome>>,
+    /// What `degraded` reports for every instance.
+    pub degraded: Mutex<Option<String>>,
     /// Instances that exist (created and not yet dropped).
     pub alive: AtomicUsize,
     pub max_alive: AtomicUsize,
@@ -233,6 +235,10 @@ impl Resource for TestResource {
             Outcome::Err => true,
             _ => conn.broken.load(Ordering::SeqCst),
         }
+    }
+
+    fn degraded(&self, _conn: &Conn) -> Option<String> {
+        self.probe.degraded.lock().clone()
     }
 
     fn recycle(&self, _conn: &mut Conn) -> impl Future<Output = Result<(), Error>> + Send {

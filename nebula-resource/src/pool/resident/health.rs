@@ -11,7 +11,7 @@ use super::Resident;
 use super::lanes::{Lane, Shared};
 use crate::hooks;
 use crate::resilience::breaker::{Call, Outcome};
-use crate::resilience::{BreakerStatus, emit_breaker, emit_verdict};
+use crate::resilience::{BreakerStatus, Round, emit_breaker, emit_verdict};
 use crate::resource::Resource;
 
 impl<R: Resource> Resident<R> {
@@ -47,7 +47,7 @@ impl<R: Resource> Resident<R> {
         }
         let timeout = self.life.watch.config.timeout;
         let started = Instant::now();
-        let outcome: Result<(), Arc<str>> = async {
+        let outcome: Round = async {
             if self.current.lock().is_none() {
                 match tokio::time::timeout(timeout, self.ensure_live()).await {
                     Ok(Ok(())) => {}
@@ -78,8 +78,10 @@ impl<R: Resource> Resident<R> {
                 failed: false,
             };
             let checked = match checking.instance.as_mut() {
-                Some(instance) => hooks::check(&*self.life.resource, instance, timeout).await,
-                None => Ok(()),
+                Some(instance) => hooks::check(&*self.life.resource, instance, timeout)
+                    .await
+                    .map(|()| hooks::degraded(&*self.life.resource, instance)),
+                None => Ok(None),
             };
             checking.failed = checked.is_err();
             drop(checking);
