@@ -436,6 +436,35 @@ async fn resident_shutdown_destroys_the_instance_of_a_create_in_flight() {
     assert_eq!(pool.size, 0, "{pool:?}");
 }
 
+/// Regression (messaging conformance): a shutdown whose drain deadline passed with a handle
+/// still held returned, and nothing destroyed the instance when that handle was dropped later:
+/// it stayed live in the closed resident until the manager itself was dropped.
+#[tokio::test(start_paused = true)]
+async fn a_handle_outliving_the_shutdown_deadline_destroys_the_instance_when_dropped() {
+    let (manager, counts, _gate) = gated(quiet_policy()).await;
+    let held = manager.acquire::<Gated>().await.unwrap();
+    let stats = manager
+        .shutdown(Duration::from_millis(200))
+        .await
+        .expect_err("a handle is held past the deadline");
+    assert!(stats.to_string().contains("gated"), "{stats}");
+    assert_eq!(counts.destroy_calls.load(Ordering::SeqCst), 0);
+
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pool = manager.status().resource("gated").unwrap().pool;
+    assert_eq!(
+        (
+            counts.destroy_calls.load(Ordering::SeqCst),
+            counts.alive.load(Ordering::SeqCst),
+            pool.size,
+            pool.destroyed,
+        ),
+        (1, 0, 0, 1),
+        "(destroy calls, alive, size, destroyed) once the last handle is dropped; pool {pool:?}"
+    );
+}
+
 /// A resident whose `share` can be made to block (a plain thread wait) once, so that an
 /// acquire stops between its `closed` check and counting its handle in use.
 struct SlowShare {

@@ -39,15 +39,20 @@ pub(super) struct Drain {
 
 impl<R: Resource> Lane<R> {
     /// A handle acquired in this lane was released; a tainted one retires its generation.
+    /// After `close`, the last release retires the instance.
     pub(crate) fn release(&self, generation: u64, tainted: bool) {
         if tainted && let Some(resident) = self.resident.upgrade() {
             resident.taint(generation);
         }
         self.in_use.fetch_sub(1, Ordering::SeqCst);
         // Sequentially consistent with `close` and `in_use`: either `drained` sees this release
-        // in its count, or this sees `closed` and wakes it.
+        // in its count, or this sees `closed`, wakes it and retires the instance if no handle is
+        // left (`drained` may have given up at its deadline: nothing else would).
         if self.drain.closed.load(Ordering::SeqCst) {
             self.drain.released.notify_waiters();
+            if let Some(resident) = self.resident.upgrade() {
+                resident.released_after_close();
+            }
         }
     }
 }

@@ -182,6 +182,14 @@ impl<R: Resource> Resident<R> {
         self.drain.closed.store(true, Ordering::SeqCst);
         self.life.close();
     }
+    /// A handle was released after `close`: once none is in use, retire the instance. An
+    /// acquire counts its handle before it reads `closed` and backs out when closed, so no
+    /// handle is given out once this has seen none in use.
+    fn released_after_close(&self) {
+        if self.in_use() == 0 {
+            self.retire_current();
+        }
+    }
     /// Wait for every handle to be released and for the create under way to end, then retire
     /// the instance and wait for every retired instance to be destroyed (or `deadline`).
     pub(crate) async fn drained(&self, deadline: Instant) -> Result<(), PoolStats> {
