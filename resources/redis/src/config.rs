@@ -129,7 +129,8 @@ impl RedisConfig {
     /// `BRPOP`, `BLMOVE`, `BLMPOP`, `BRPOPLPUSH`, `BZPOPMIN`, `BZPOPMAX`, `BZMPOP`,
     /// `XREAD`/`XREADGROUP` with `BLOCK`, `WAIT`, `WAITAOF`) are exempt: their own timeout
     /// argument bounds them. On the resident [`RedisConnection`](crate::RedisConnection) it bounds
-    /// every command, so do not send blocking commands there.
+    /// every command, the wait for a reconnection under way included, so do not send blocking
+    /// commands there.
     #[must_use]
     pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.response_timeout = timeout.into();

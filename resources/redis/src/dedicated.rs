@@ -26,6 +26,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::task::AbortHandle;
 
 use crate::config::RedisConfig;
+use crate::deadline::within;
 use crate::error::ConnectFailed;
 use crate::session::{Session, is_blocking, is_fatal, pipeline_is_blocking};
 
@@ -333,24 +334,6 @@ impl DedicatedConnection {
                 return Some(message);
             }
         }
-    }
-}
-
-/// `request`, failed with a timeout error if it takes longer than `limit`.
-async fn within<T>(
-    limit: Option<Duration>,
-    request: impl Future<Output = RedisResult<T>>,
-) -> RedisResult<T> {
-    match limit {
-        None => request.await,
-        Some(limit) => tokio::time::timeout(limit, request)
-            .await
-            .unwrap_or_else(|_| {
-                Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no reply within response_timeout ({limit:?})"),
-                )))
-            }),
     }
 }
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod deadline;
 mod dedicated;
 mod error;
 mod resident;

@@ -3,12 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nebula_resource::{CreateContext, Error, Resource, Topology};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::config::RedisConfig;
+use crate::deadline::within;
 use crate::error::ConnectFailed;
 
 /// The default Redis resource: [`Topology::Resident`], one [`RedisConnection`] whose clones every
@@ -16,7 +18,9 @@ use crate::error::ConnectFailed;
 ///
 /// Commands from all tasks are pipelined on one socket, which is the fastest way to talk to
 /// Redis. When the connection is lost, the command that notices fails and a reconnection starts
-/// in the background (see [`RedisConfig::reconnect_retries`]); later commands wait for it. The
+/// in the background (see [`RedisConfig::reconnect_retries`]); later commands wait for it, each
+/// for at most [`RedisConfig::response_timeout`] (a server that refuses connections fails
+/// commands within that bound, not after every retry of the reconnection). The
 /// instance is never replaced by the pool, so `is_broken` is always `false`.
 ///
 /// Not for blocking commands (`BLPOP`), `WATCH`/`MULTI` transactions or pub/sub: they would stall
@@ -57,7 +61,11 @@ impl Resource for Redis {
                 }))
             }
         };
-        Ok(RedisConnection { manager, naming })
+        Ok(RedisConnection {
+            manager,
+            naming,
+            response_timeout: config.get_response_timeout(),
+        })
     }
 
     async fn check(&self, connection: &mut RedisConnection) -> Result<(), Error> {
@@ -105,6 +113,8 @@ impl Resource for Redis {
 pub struct RedisConnection {
     manager: ConnectionManager,
     naming: Option<Arc<Naming>>,
+    /// The bound of every command, a reconnection it waits for included.
+    response_timeout: Option<Duration>,
 }
 
 /// The configured client name, set again on the first command after a reconnection.
@@ -145,19 +155,20 @@ impl RedisConnection {
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &self.naming {
-            // No client name to restore: exactly the driver's own path.
-            None => self.manager.req_packed_command(cmd),
-            Some(naming) => {
-                let naming = Arc::clone(naming);
-                Box::pin(async move {
-                    naming.rename_if_needed(&mut self.manager).await;
-                    let result = self.manager.send_packed_command(cmd).await;
-                    naming.note(&result);
-                    result
-                })
-            }
-        }
+        let Self {
+            manager,
+            naming,
+            response_timeout,
+        } = self;
+        Box::pin(within(*response_timeout, async move {
+            let Some(naming) = naming else {
+                return manager.send_packed_command(cmd).await;
+            };
+            naming.rename_if_needed(manager).await;
+            let result = manager.send_packed_command(cmd).await;
+            naming.note(&result);
+            result
+        }))
     }
 
     fn req_packed_commands<'a>(
@@ -166,21 +177,20 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &self.naming {
-            None => self.manager.req_packed_commands(pipeline, offset, count),
-            Some(naming) => {
-                let naming = Arc::clone(naming);
-                Box::pin(async move {
-                    naming.rename_if_needed(&mut self.manager).await;
-                    let result = self
-                        .manager
-                        .send_packed_commands(pipeline, offset, count)
-                        .await;
-                    naming.note(&result);
-                    result
-                })
-            }
-        }
+        let Self {
+            manager,
+            naming,
+            response_timeout,
+        } = self;
+        Box::pin(within(*response_timeout, async move {
+            let Some(naming) = naming else {
+                return manager.send_packed_commands(pipeline, offset, count).await;
+            };
+            naming.rename_if_needed(manager).await;
+            let result = manager.send_packed_commands(pipeline, offset, count).await;
+            naming.note(&result);
+            result
+        }))
     }
 
     fn get_db(&self) -> i64 {

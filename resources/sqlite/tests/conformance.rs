@@ -1,0 +1,27 @@
+//! The test kit's conformance suite on a database file of the test's own (SQLite has no server
+//! to cut, so the suite runs without its proxy scenario).
+
+use nebula_resource::Error;
+use nebula_resource_sqlite::{Sqlite, SqliteConfig, sqlx};
+use nebula_resource_testing::Conformance;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_conforms() {
+    let dir =
+        std::env::temp_dir().join(format!("nebula-sqlite-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    let config = SqliteConfig::file(dir.join("conformance.db")).create_if_missing(true);
+    Conformance::new(Sqlite, config)
+        .exercise(|conn| {
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&mut *conn)
+                    .await
+                    .map(drop)
+                    .map_err(Error::check)
+            })
+        })
+        .run()
+        .await;
+    std::fs::remove_dir_all(&dir).ok();
+}
