@@ -2,10 +2,13 @@
 # Run every test of the workspace: unit, integration and doc tests of every crate, then print
 # one closing line summing them all.
 #
-# The core's tests need no server. The resource crates' tests need PostgreSQL, MariaDB and Redis
-# on loopback: this script checks each port and starts what is not listening (installing the
-# Debian package first when the server is not installed at all). A test that needs a server then
-# fails, never skips, if the server is unreachable.
+# The core's tests need no server. The resource crates' tests need PostgreSQL, MariaDB, Redis,
+# RabbitMQ, NATS (with JetStream) and a Kafka broker on loopback: this script checks each port and
+# starts what is not listening (installing the Debian package first when the server is not
+# installed at all). The Kafka broker is tansu, built from crates.io once into
+# ~/.cache/nebula-tools (about 15-18 minutes on 2 cores the first time; $NEBULA_TOOLS moves the
+# folder) and started with in-memory storage from an empty folder. A test that needs a server
+# then fails, never skips, if the server is unreachable.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +43,25 @@ ensure MariaDB 3306 mariadb-server /usr/sbin/mariadbd \
 ensure Redis 6379 redis-server redis-server \
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
+ensure RabbitMQ 5672 rabbitmq-server rabbitmq-server \
+    rabbitmq-server -detached
+ensure NATS 4222 nats-server /usr/sbin/nats-server \
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+
+tools=${NEBULA_TOOLS:-$HOME/.cache/nebula-tools}
+export NEBULA_TANSU=$tools/bin/tansu
+if ! listening 9092 && [ ! -x "$NEBULA_TANSU" ]; then
+    echo "== installing tansu into $tools (once; about 15-18 minutes on 2 cores)"
+    cargo install tansu --version 0.6.0 --locked --features dynostore --root "$tools" ||
+        echo "!! could not install tansu"
+fi
+# The start command of nebula_resource_testing::Service::tansu(), which the Kafka tests also use
+# to restart it.
+ensure tansu 9092 tansu "$NEBULA_TANSU" \
+    sh -c 'dir=$(mktemp -d) && cd "$dir" && nohup "$NEBULA_TANSU" broker \
+        --storage-engine memory://tansu/ --listener-url tcp://127.0.0.1:9092 \
+        --advertised-listener-url tcp://127.0.0.1:9092 >/tmp/nebula-tansu.log 2>&1 &'
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
