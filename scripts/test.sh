@@ -6,9 +6,9 @@
 # RabbitMQ, NATS (with JetStream) and a Kafka broker on loopback: this script checks each port and
 # starts what is not listening (installing the Debian package first when the server is not
 # installed at all). The Kafka broker is tansu, built from crates.io once into
-# ~/.cache/nebula-tools (about 15-18 minutes on 2 cores the first time; $NEBULA_TOOLS moves the
-# folder) and started with in-memory storage from an empty folder. A test that needs a server
-# then fails, never skips, if the server is unreachable.
+# ~/.cache/nebula-tools by scripts/tools.sh (about 15-18 minutes on 2 cores the first time;
+# $NEBULA_TOOLS moves the folder) and started with in-memory storage from an empty folder. A
+# test that needs a server then fails, never skips, if the server is unreachable.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,13 +49,9 @@ ensure NATS 4222 nats-server /usr/sbin/nats-server \
     start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
 
-tools=${NEBULA_TOOLS:-$HOME/.cache/nebula-tools}
-export NEBULA_TANSU=$tools/bin/tansu
-if ! listening 9092 && [ ! -x "$NEBULA_TANSU" ]; then
-    echo "== installing tansu into $tools (once; about 15-18 minutes on 2 cores)"
-    cargo install tansu --version 0.6.0 --locked --features dynostore --root "$tools" ||
-        echo "!! could not install tansu"
-fi
+export NEBULA_TANSU=${NEBULA_TOOLS:-$HOME/.cache/nebula-tools}/bin/tansu
+# Installs tansu once (or waits for the install CI started in the background).
+./scripts/tools.sh
 # The start command of nebula_resource_testing::Service::tansu(), which the Kafka tests also use
 # to restart it.
 ensure tansu 9092 tansu "$NEBULA_TANSU" \
