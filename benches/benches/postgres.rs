@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nebula_resource::{Handle, Policy, PoolConfig, ResourceManager, redact_url};
-use nebula_resource_benches::latency::{Cell, Sample, ratios, show_ratio};
+use nebula_resource_benches::latency::{Cell, Sample, aligned, judged, ratios, show_ratio};
 use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, join_within, split_ops};
 use nebula_resource_postgres::{Postgres, PostgresConfig};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -286,32 +286,8 @@ fn render(rows: &[Row]) -> String {
             line
         })
         .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for line in &body {
-        for (width, text) in widths.iter_mut().zip(line) {
-            *width = (*width).max(text.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut push = |cells: &[String]| {
-        let line: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(text, &width)| format!("{text:>width$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join(" | ").trim_end());
-    };
-    push(&headers);
-    push(
-        &widths
-            .iter()
-            .map(|&width| "-".repeat(width))
-            .collect::<Vec<_>>(),
-    );
-    for line in &body {
-        push(line);
-    }
-    out
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    aligned(&headers, &body)
 }
 
 /// The verdict against the targets: ours ≥ 0.97× the raw driver's throughput and p99 ≤ 1.1×,
@@ -322,16 +298,7 @@ fn verdict(rows: &[Row]) -> String {
         let [ours, sqlx, sqlx_tested, _] = &row.cells;
         let mut parts = Vec::new();
         for (name, peer) in [("sqlx", sqlx), ("sqlx+test", sqlx_tested)] {
-            parts.push(match ratios(ours, peer) {
-                (Some(throughput), Some(latency)) => {
-                    let ok = throughput >= 0.97 && latency <= 1.1;
-                    format!(
-                        "{} {name} (throughput {throughput:.3}x, p99 {latency:.3}x)",
-                        if ok { "meets" } else { "MISSES" }
-                    )
-                }
-                _ => format!("no figures for {name}"),
-            });
+            parts.push(judged(name, ratios(ours, peer)));
         }
         let _ = writeln!(out, "  tasks={:<4} {}", row.tasks, parts.join("; "));
     }

@@ -59,7 +59,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nebula_resource::{Policy, PoolConfig, ResourceManager};
-use nebula_resource_benches::latency::{Cell, Sample, p99_micros, ratios, show_ratio};
+use nebula_resource_benches::latency::{
+    Cell, Sample, aligned, meets, p99_micros, ratios, show_ratio,
+};
 use nebula_resource_benches::{
     POOL_SIZE, Settings, WORKER_THREADS, join_within, median, split_ops,
 };
@@ -501,41 +503,13 @@ fn render(rows: &[Row]) -> String {
             line
         })
         .collect();
-    let mut widths = HEADERS.map(|header| header.chars().count());
-    for line in &body {
-        for (width, text) in widths.iter_mut().zip(line) {
-            *width = (*width).max(text.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut push = |cells: Vec<&str>| {
-        let line: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(text, width)| format!("{text:>width$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join(" | ").trim_end());
-    };
-    push(HEADERS.to_vec());
-    let rules: Vec<String> = widths.iter().map(|width| "-".repeat(*width)).collect();
-    push(rules.iter().map(String::as_str).collect());
-    for line in &body {
-        push(line.iter().map(String::as_str).collect());
-    }
-    out
+    aligned(&HEADERS, &body)
 }
 
 /// The verdict against the targets: ours ≥ 0.97× the raw driver's throughput and p99 ≤ 1.1×,
 /// against the driver on our own connection (`raw-same`) and on a connection of its own (`raw`,
 /// with the noise floor `raw-b / raw`).
 fn verdict(rows: &[Row]) -> String {
-    let meets = |throughput: f64, latency: f64| {
-        if throughput >= 0.97 && latency <= 1.1 {
-            "meets"
-        } else {
-            "MISSES"
-        }
-    };
     let mut out = String::new();
     for row in rows {
         let [ours, raw, _, _, raw_b, _] = &row.cells;

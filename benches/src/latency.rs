@@ -1,5 +1,6 @@
-//! Latency bookkeeping shared by the real-backend benches (`postgres`, `redis`): one sample's
-//! throughput and p99, a contender's samples in a row, and ratios paired round by round.
+//! Latency bookkeeping shared by the real-backend benches (`postgres`, `redis`, `rabbitmq`,
+//! `kafka`, `nats`): one sample's throughput and p99, a contender's samples in a row, ratios
+//! paired round by round, their verdict against the targets, and the tables the benches print.
 
 use std::time::Duration;
 
@@ -135,4 +136,105 @@ pub fn ratios(ours: &Cell, peer: &Cell) -> (Option<f64>, Option<f64>) {
 #[must_use]
 pub fn show_ratio(ratio: Option<f64>) -> String {
     ratio.map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.3}"))
+}
+
+/// The medians of interleaved samples' (throughput, p99) ratios, one pair per round.
+#[must_use]
+pub fn median_ratios(pairs: &[(f64, f64)]) -> (Option<f64>, Option<f64>) {
+    let (ops, p99): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+    (median(&ops), median(&p99))
+}
+
+/// The lowest throughput ratio to the raw driver the real-backend benches accept.
+pub const TARGET_THROUGHPUT: f64 = 0.97;
+
+/// The highest p99 ratio to the raw driver the real-backend benches accept.
+pub const TARGET_P99: f64 = 1.1;
+
+/// `meets` when a throughput ratio and a p99 ratio are both within the targets, else `MISSES`.
+#[must_use]
+pub fn meets(throughput: f64, p99: f64) -> &'static str {
+    if throughput >= TARGET_THROUGHPUT && p99 <= TARGET_P99 {
+        "meets"
+    } else {
+        "MISSES"
+    }
+}
+
+/// `ours / peer` judged against [`TARGET_THROUGHPUT`] and [`TARGET_P99`]: `meets raw (throughput
+/// 0.991x, p99 1.020x)`, `MISSES …`, or `no figures for raw`.
+#[must_use]
+pub fn judged(peer: &str, (throughput, p99): (Option<f64>, Option<f64>)) -> String {
+    match (throughput, p99) {
+        (Some(throughput), Some(p99)) => format!(
+            "{} {peer} (throughput {throughput:.3}x, p99 {p99:.3}x)",
+            meets(throughput, p99)
+        ),
+        _ => format!("no figures for {peer}"),
+    }
+}
+
+/// `body` under `headers` and a rule, each column right-aligned to its widest cell, cells
+/// joined by ` | `.
+#[must_use]
+pub fn aligned(headers: &[&str], body: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers
+        .iter()
+        .map(|header| header.chars().count())
+        .collect();
+    for line in body {
+        for (width, text) in widths.iter_mut().zip(line) {
+            *width = (*width).max(text.chars().count());
+        }
+    }
+    let rule: Vec<String> = widths.iter().map(|width| "-".repeat(*width)).collect();
+    let lines = std::iter::once(headers.iter().map(|text| (*text).to_owned()).collect())
+        .chain(std::iter::once(rule))
+        .chain(body.iter().cloned());
+    let mut out = String::new();
+    for line in lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(text, width)| format!("{text:>width$}"))
+            .collect();
+        out.push_str(cells.join(" | ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_pads_every_column_to_its_widest_cell() {
+        let table = aligned(
+            &["tasks", "ops/s"],
+            &[
+                vec!["1".to_owned(), "4.7k".to_owned()],
+                vec!["256".to_owned(), "33.7k".to_owned()],
+            ],
+        );
+        assert_eq!(
+            table,
+            "tasks | ops/s\n----- | -----\n    1 |  4.7k\n  256 | 33.7k\n"
+        );
+    }
+
+    #[test]
+    fn judged_applies_both_targets() {
+        assert_eq!(
+            judged("raw", (Some(0.97), Some(1.1))),
+            "meets raw (throughput 0.970x, p99 1.100x)"
+        );
+        assert!(judged("raw", (Some(0.969), Some(1.0))).starts_with("MISSES"));
+        assert!(judged("raw", (Some(1.0), Some(1.101))).starts_with("MISSES"));
+        assert_eq!(judged("raw", (None, Some(1.0))), "no figures for raw");
+        assert_eq!(
+            median_ratios(&[(1.0, 2.0), (3.0, 1.0), (2.0, 3.0)]),
+            (Some(2.0), Some(2.0))
+        );
+    }
 }
