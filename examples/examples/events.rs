@@ -35,6 +35,7 @@ use nebula_resource_kafka::rdkafka::admin::{
 };
 use nebula_resource_kafka::rdkafka::client::DefaultClientContext;
 use nebula_resource_kafka::rdkafka::producer::FutureRecord;
+use nebula_resource_kafka::rdkafka::types::RDKafkaErrorCode;
 use nebula_resource_kafka::{KafkaConfig, KafkaProducer};
 use nebula_resource_nats::async_nats::jetstream::stream;
 use nebula_resource_nats::{JetStream, JetStreamConfig, Nats, NatsConfig};
@@ -218,10 +219,7 @@ async fn create_topic(brokers: &str) -> Result<(), Error> {
         .map_err(Error::create)?;
     for result in results {
         match result {
-            Ok(_) => {}
-            Err((_, code))
-                if code
-                    == nebula_resource_kafka::rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists => {}
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 return Err(Error::create(format!("create topic {topic}: {code}")));
             }

@@ -1,9 +1,9 @@
 //! [`Conformance`]: the suite every resource should pass — the built-in ones run it, and the
 //! author of a custom resource runs it against theirs, on its real backend.
 //!
-//! Each scenario builds its own [`ResourceManager`] around the resource under test, wrapped so
-//! that its hooks can be made to fail or panic on demand and every instance it creates is
-//! counted until it is dropped. After each scenario the suite waits for the pool to settle and
+//! Each scenario builds its own [`ResourceManager`](nebula_resource::ResourceManager) around the
+//! resource under test, wrapped so that its hooks can be made to fail or panic on demand and
+//! every instance it creates is counted until it is dropped. After each scenario the suite waits for the pool to settle and
 //! asserts its counts: nothing in use, waiting, being created or released, and exactly as many
 //! instances alive as the pool says it holds; after each shutdown, none alive.
 //!
