@@ -200,8 +200,9 @@ impl KafkaConfig {
     /// Producer only: longest the producer's `destroy` (shutdown, or replacement of a broken
     /// producer) waits for messages still queued or in flight to be acknowledged. What is left
     /// after it is logged and counted as `undelivered_at_close`. Defaults to 4 s; must be 1 ms
-    /// to [`MAX_TIMEOUT`]. The pool's `recycle_timeout` (5 s by default) bounds `destroy` too:
-    /// keep this shorter, or the flush goes on unreported in the background.
+    /// to [`MAX_TIMEOUT`]. The pool's `recycle_timeout` (5 s by default) and a shutdown's
+    /// deadline bound the wait for `destroy` too: keep this shorter than both, or the manager
+    /// stops waiting first and the flush ends in the background (still logged and counted).
     #[must_use]
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = timeout;
