@@ -20,7 +20,8 @@
 //! The ratios the target is judged on come from interleaved samples, one per round and peer:
 //! each task alternates an operation through ours and one through the peer (which goes first
 //! alternates with the task), timing them apart, so both see the same machine at the same
-//! moment. Every contender is also sampled alone, for its absolute figures.
+//! moment. Every contender is also sampled alone, for its absolute figures. A control, raw-same
+//! interleaved with itself, shows how far such a ratio strays from 1 when nothing differs.
 //!
 //! lapin's I/O loop looks at every channel of a connection for each frame it sends, so a
 //! connection's channel count sets its speed. `ours` and `raw` are therefore sampled (alone
@@ -32,7 +33,8 @@
 //! For each task count (1, 16, 64, 256), `tasks` tasks share a fixed number of operations on a
 //! 2-worker multi-thread tokio runtime. Every round connects `ours` and `raw` afresh, warms
 //! each up and samples each alone, in an order that rotates with the round, then interleaved;
-//! then raw-same is opened, warmed up, sampled alone, and interleaved with ours. A cell's
+//! then raw-same is opened, warmed up, sampled alone, interleaved with ours, and interleaved
+//! with itself (the control). A cell's
 //! figures are medians over its rounds, and a ratio is the median of the per-round ratios.
 //!
 //! ```text
@@ -259,12 +261,12 @@ async fn run_sample<C: Contender>(
     })
 }
 
-/// Each task alternates an operation through ours and one through `peer` (which of the two
+/// Each task alternates an operation through `ours` and one through `peer` (which of the two
 /// goes first alternates with the task), timing them apart; returns `ours / peer` as
-/// (throughput, p99).
-async fn run_interleaved(
-    ours: &Arc<Ours>,
-    peer: &Arc<Raw>,
+/// (throughput, p99). With the same contender on both sides it measures the method's noise.
+async fn run_interleaved<A: Contender, B: Contender>(
+    ours: &Arc<A>,
+    peer: &Arc<B>,
     tasks: usize,
     ops: u64,
     limit: Duration,
@@ -310,11 +312,14 @@ struct Row {
     versus_raw: Vec<(f64, f64)>,
     /// Per round, `ours / raw-same` from an interleaved sample.
     versus_same: Vec<(f64, f64)>,
+    /// Per round, raw-same interleaved with itself: how far a ratio strays from 1 when
+    /// nothing differs between its two halves.
+    control: Vec<(f64, f64)>,
 }
 
 async fn run_row(url: &str, settings: &Settings, tasks: usize) -> Row {
     let mut cells: [Cell; 3] = Default::default();
-    let (mut versus_raw, mut versus_same) = (Vec::new(), Vec::new());
+    let (mut versus_raw, mut versus_same, mut control) = (Vec::new(), Vec::new(), Vec::new());
     let count = tasks.max(POOL_SIZE);
     for round in 0..settings.samples {
         // `ours` and `raw`, each on its own connection with `count` channels, warmed up and
@@ -357,6 +362,9 @@ async fn run_row(url: &str, settings: &Settings, tasks: usize) -> Row {
             run_interleaved(&clients.ours, &same, tasks, settings.ops, settings.timeout).await;
         report_hang("ours/raw-same interleaved", settings, paired.is_none());
         versus_same.extend(paired);
+        let paired = run_interleaved(&same, &same, tasks, settings.ops, settings.timeout).await;
+        report_hang("control interleaved", settings, paired.is_none());
+        control.extend(paired);
         clients.close(same).await;
     }
     Row {
@@ -364,6 +372,7 @@ async fn run_row(url: &str, settings: &Settings, tasks: usize) -> Row {
         cells,
         versus_raw,
         versus_same,
+        control,
     }
 }
 
@@ -377,7 +386,7 @@ fn report_hang(name: &str, settings: &Settings, hung: bool) {
 }
 
 fn render(rows: &[Row]) -> String {
-    const HEADERS: [&str; 13] = [
+    const HEADERS: [&str; 15] = [
         "tasks",
         "ours ops/s",
         "p99 µs",
@@ -389,6 +398,8 @@ fn render(rows: &[Row]) -> String {
         "ours/raw p99",
         "ours/raw-same ops",
         "ours/raw-same p99",
+        "control ops",
+        "control p99",
         "alone: ours/raw ops",
         "alone: ours/raw p99",
     ];
@@ -404,6 +415,7 @@ fn render(rows: &[Row]) -> String {
             for (ops, p99) in [
                 median_ratios(&row.versus_raw),
                 median_ratios(&row.versus_same),
+                median_ratios(&row.control),
                 ratios(ours, raw),
             ] {
                 line.push(show_ratio(ops));
@@ -418,9 +430,15 @@ fn render(rows: &[Row]) -> String {
 fn verdict(rows: &[Row]) -> String {
     let mut out = String::new();
     for row in rows {
+        let control = match median_ratios(&row.control) {
+            (Some(throughput), Some(p99)) => {
+                format!("control {throughput:.3}x, p99 {p99:.3}x")
+            }
+            _ => "no control figures".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "  tasks={:<4} {}; {}",
+            "  tasks={:<4} {}; {} ({control})",
             row.tasks,
             judged("raw", median_ratios(&row.versus_raw)),
             judged("raw-same", median_ratios(&row.versus_same))
@@ -442,6 +460,8 @@ How to read this table:
     ratios. The target is judged on these.
   * raw is lapin on a connection of its own; raw-same is lapin channels on our resource's own
     connection, so ours/raw-same is our overhead alone.
+  * control is raw-same interleaved with itself, measured exactly as ours/raw-same: nothing
+    differs between its halves, so how far it strays from 1.000 is the method's noise.
   * alone: the same ratios from the samples taken alone, one contender after the other: on a
     shared machine these swing with whatever else runs between two samples.
   * ours and raw have max(16, tasks) channels each on their connection; raw-same's channels
