@@ -55,7 +55,9 @@ use nebula_resource::ResourceManager;
 use nebula_resource_benches::latency::{
     Cell, Sample, aligned, judged, median_ratios, p99_micros, ratios, show_ratio,
 };
-use nebula_resource_benches::{Settings, WORKER_THREADS, join_within, split_ops};
+use nebula_resource_benches::{
+    Settings, WORKER_THREADS, bench_runtime, join_within, report_hang, settings_or_exit, split_ops,
+};
 use nebula_resource_kafka::{KafkaConfig, KafkaContext, KafkaProducer};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -364,15 +366,6 @@ async fn run_row(setup: &Setup, settings: &Settings, tasks: usize) -> Row {
     }
 }
 
-fn report_hang(what: &str, settings: &Settings, hung: bool) {
-    if hung {
-        eprintln!(
-            "    {what}: no finish within {:?}; aborted its tasks",
-            settings.timeout
-        );
-    }
-}
-
 fn render(rows: &[Row]) -> String {
     const HEADERS: [&str; 13] = [
         "tasks",
@@ -469,25 +462,13 @@ async fn create_topic(brokers: &str, topic: &str) {
 }
 
 fn main() {
-    let settings = match Settings::from_lookup(|name| {
-        std::env::var(name).ok().or_else(|| bench_default(name))
-    }) {
-        Ok(settings) => settings,
-        Err(message) => {
-            eprintln!("kafka: bad setting: {message}");
-            std::process::exit(2);
-        }
-    };
+    let settings = settings_or_exit("kafka", bench_default);
     let setup = Setup {
         brokers: std::env::var("NEBULA_BENCH_KAFKA_BROKERS")
             .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
         linger_ms: std::env::var("BENCH_KAFKA_LINGER_MS").unwrap_or_else(|_| "0".to_owned()),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .enable_all()
-        .build()
-        .expect("build tokio runtime");
+    let runtime = bench_runtime();
 
     println!(
         "kafka: produce 64 bytes to {} and await the acknowledgement, linger.ms={}, tokio \

@@ -72,7 +72,10 @@ use nebula_resource::ResourceManager;
 use nebula_resource_benches::latency::{
     Cell, Sample, aligned, meets, p99_micros, ratios, show_ratio,
 };
-use nebula_resource_benches::{Settings, WORKER_THREADS, join_within, median, split_ops};
+use nebula_resource_benches::{
+    Settings, WORKER_THREADS, bench_runtime, join_within, median, report_hang, settings_or_exit,
+    split_ops,
+};
 use nebula_resource_nats::{Nats, NatsConfig};
 use tokio::task::JoinSet;
 
@@ -402,15 +405,6 @@ async fn run_row(url: &str, subject: &Subject, settings: &Settings, tasks: usize
     }
 }
 
-fn report_hang(what: &str, settings: &Settings, hung: bool) {
-    if hung {
-        eprintln!(
-            "    {what}: no finish within {:?}; aborted its tasks",
-            settings.timeout
-        );
-    }
-}
-
 fn render(rows: &[Row]) -> String {
     const HEADERS: [&str; 21] = [
         "tasks",
@@ -540,22 +534,10 @@ How to read this table:
     machine's, the ratios are the point.";
 
 fn main() {
-    let settings = match Settings::from_lookup(|name| {
-        std::env::var(name).ok().or_else(|| bench_default(name))
-    }) {
-        Ok(settings) => settings,
-        Err(message) => {
-            eprintln!("nats: bad setting: {message}");
-            std::process::exit(2);
-        }
-    };
+    let settings = settings_or_exit("nats", bench_default);
     let url = std::env::var("NEBULA_BENCH_NATS_URL")
         .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .enable_all()
-        .build()
-        .expect("build tokio runtime");
+    let runtime = bench_runtime();
 
     println!(
         "nats: publish 64 bytes against {url}, tokio multi-thread runtime with {WORKER_THREADS} workers"

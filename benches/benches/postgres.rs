@@ -43,7 +43,10 @@ use std::time::{Duration, Instant};
 
 use nebula_resource::{Handle, Policy, PoolConfig, ResourceManager, redact_url};
 use nebula_resource_benches::latency::{Cell, Sample, aligned, judged, ratios, show_ratio};
-use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, join_within, split_ops};
+use nebula_resource_benches::{
+    POOL_SIZE, Settings, WORKER_THREADS, bench_runtime, join_within, report_hang, settings_or_exit,
+    split_ops,
+};
 use nebula_resource_postgres::{Postgres, PostgresConfig};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::task::JoinSet;
@@ -244,12 +247,7 @@ async fn run_row(pools: &Pools, settings: &Settings, tasks: usize) -> Row {
         for step in 0..NAMES.len() {
             let index = (round + step) % NAMES.len();
             let outcome = pools.sample(index, tasks, ops, settings.timeout).await;
-            if outcome.is_none() {
-                eprintln!(
-                    "    {}: no finish within {:?}; aborted its tasks",
-                    NAMES[index], settings.timeout
-                );
-            }
+            report_hang(NAMES[index], settings, outcome.is_none());
             if sample.is_some() {
                 cells[index].record(outcome);
             }
@@ -321,22 +319,10 @@ How to read this table:
     machine's, the ratios are the point.";
 
 fn main() {
-    let settings = match Settings::from_lookup(|name| {
-        std::env::var(name).ok().or_else(|| bench_default(name))
-    }) {
-        Ok(settings) => settings,
-        Err(message) => {
-            eprintln!("postgres: bad setting: {message}");
-            std::process::exit(2);
-        }
-    };
+    let settings = settings_or_exit("postgres", bench_default);
     let url = std::env::var("NEBULA_BENCH_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .enable_all()
-        .build()
-        .expect("build tokio runtime");
+    let runtime = bench_runtime();
 
     println!(
         "postgres: `{STATEMENT}` against {}, pools of {POOL_SIZE}, tokio multi-thread runtime \

@@ -64,7 +64,10 @@ use nebula_resource::{Policy, PoolConfig, ResourceManager};
 use nebula_resource_benches::latency::{
     Cell, Sample, aligned, judged, median_ratios, p99_micros, ratios, show_ratio,
 };
-use nebula_resource_benches::{POOL_SIZE, Settings, WORKER_THREADS, join_within, split_ops};
+use nebula_resource_benches::{
+    POOL_SIZE, Settings, WORKER_THREADS, bench_runtime, join_within, report_hang, settings_or_exit,
+    split_ops,
+};
 use nebula_resource_rabbitmq::{RabbitMq, RabbitMqChannel, RabbitMqChannelConfig, RabbitMqConfig};
 use tokio::task::JoinSet;
 
@@ -376,15 +379,6 @@ async fn run_row(url: &str, settings: &Settings, tasks: usize) -> Row {
     }
 }
 
-fn report_hang(name: &str, settings: &Settings, hung: bool) {
-    if hung {
-        eprintln!(
-            "    {name}: no finish within {:?}; aborted its tasks",
-            settings.timeout
-        );
-    }
-}
-
 fn render(rows: &[Row]) -> String {
     const HEADERS: [&str; 15] = [
         "tasks",
@@ -471,22 +465,10 @@ How to read this table:
     machine's, the ratios are the point.";
 
 fn main() {
-    let settings = match Settings::from_lookup(|name| {
-        std::env::var(name).ok().or_else(|| bench_default(name))
-    }) {
-        Ok(settings) => settings,
-        Err(message) => {
-            eprintln!("rabbitmq: bad setting: {message}");
-            std::process::exit(2);
-        }
-    };
+    let settings = settings_or_exit("rabbitmq", bench_default);
     let url = std::env::var("NEBULA_BENCH_AMQP_URL")
         .unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".to_owned());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .enable_all()
-        .build()
-        .expect("build tokio runtime");
+    let runtime = bench_runtime();
 
     println!(
         "rabbitmq: publish with confirm against {url}, max({POOL_SIZE}, tasks) channels per \

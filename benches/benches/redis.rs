@@ -63,7 +63,8 @@ use nebula_resource_benches::latency::{
     Cell, Sample, aligned, meets, p99_micros, ratios, show_ratio,
 };
 use nebula_resource_benches::{
-    POOL_SIZE, Settings, WORKER_THREADS, join_within, median, split_ops,
+    POOL_SIZE, Settings, WORKER_THREADS, bench_runtime, join_within, median, report_hang,
+    settings_or_exit, split_ops,
 };
 use nebula_resource_redis::{Redis, RedisConfig, RedisDedicated};
 use redis::AsyncCommands;
@@ -421,7 +422,7 @@ async fn run_row(url: &str, keys: &Keys, settings: &Settings, tasks: usize) -> R
                 let warm = clients
                     .sample(index, keys, tasks, settings.warmup_ops, settings.timeout)
                     .await;
-                report_hang(index, settings, warm.is_none());
+                report_hang(NAMES[index], settings, warm.is_none());
             }
         }
         for step in 0..NAMES.len() {
@@ -429,7 +430,7 @@ async fn run_row(url: &str, keys: &Keys, settings: &Settings, tasks: usize) -> R
             let outcome = clients
                 .sample(index, keys, tasks, settings.ops, settings.timeout)
                 .await;
-            report_hang(index, settings, outcome.is_none());
+            report_hang(NAMES[index], settings, outcome.is_none());
             cells[index].record(outcome);
         }
         let paired = run_interleaved(&clients, keys, tasks, settings.ops, settings.timeout).await;
@@ -446,15 +447,6 @@ async fn run_row(url: &str, keys: &Keys, settings: &Settings, tasks: usize) -> R
         tasks,
         cells,
         interleaved,
-    }
-}
-
-fn report_hang(index: usize, settings: &Settings, hung: bool) {
-    if hung {
-        eprintln!(
-            "    {}: no finish within {:?}; aborted its tasks",
-            NAMES[index], settings.timeout
-        );
     }
 }
 
@@ -554,22 +546,10 @@ How to read this table:
     machine's, the ratios are the point.";
 
 fn main() {
-    let settings = match Settings::from_lookup(|name| {
-        std::env::var(name).ok().or_else(|| bench_default(name))
-    }) {
-        Ok(settings) => settings,
-        Err(message) => {
-            eprintln!("redis: bad setting: {message}");
-            std::process::exit(2);
-        }
-    };
+    let settings = settings_or_exit("redis", bench_default);
     let url = std::env::var("NEBULA_BENCH_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .enable_all()
-        .build()
-        .expect("build tokio runtime");
+    let runtime = bench_runtime();
 
     println!(
         "redis: GET/SET against {url}, pools of {POOL_SIZE}, tokio multi-thread runtime with \

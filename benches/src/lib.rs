@@ -401,6 +401,42 @@ How to read this table:
     machine noise hits them all alike; every pool has max size 16 and otherwise
     its library's defaults.";
 
+/// The settings of the bench `bench`: the environment's `BENCH_*` variables over the bench's
+/// own `defaults`, over [`Settings::default`]. A bad value ends the process with status 2 and a
+/// message naming the bench and the variable.
+#[must_use]
+pub fn settings_or_exit(bench: &str, defaults: fn(&str) -> Option<String>) -> Settings {
+    Settings::from_lookup(|name| std::env::var(name).ok().or_else(|| defaults(name)))
+        .unwrap_or_else(|message| {
+            eprintln!("{bench}: bad setting: {message}");
+            std::process::exit(2);
+        })
+}
+
+/// The runtime every real-backend bench runs on: multi-thread, [`WORKER_THREADS`] workers.
+///
+/// # Panics
+///
+/// If tokio cannot build it (no threads, no I/O driver).
+#[must_use]
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .enable_all()
+        .build()
+        .expect("build tokio runtime")
+}
+
+/// Say on stderr that `what` did not finish within the watchdog (when `hung`).
+pub fn report_hang(what: &str, settings: &Settings, hung: bool) {
+    if hung {
+        eprintln!(
+            "    {what}: no finish within {:?}; aborted its tasks",
+            settings.timeout
+        );
+    }
+}
+
 /// Renders the result table.
 #[must_use]
 pub fn render_table(rows: &[Row]) -> String {
