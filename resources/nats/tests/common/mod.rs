@@ -56,7 +56,11 @@ pub async fn with_jetstream() -> ResourceManager {
 
 /// A client of the test's own, outside any manager, to observe what the resources did.
 pub async fn observer() -> async_nats::Client {
-    async_nats::connect(nats_url())
+    // Room for every message a test's load sends to one subscription: async-nats drops what
+    // overflows a subscription's buffer (65,536 by default) when its reader falls behind.
+    async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 20)
+        .connect(nats_url())
         .await
         .unwrap_or_else(|err| unreachable(err))
 }
