@@ -252,11 +252,14 @@ impl RedisConfig {
             .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
     }
 
-    /// The resident connection's reconnect and timeout settings.
+    /// The resident connection's reconnect and timeout settings. No response timeout of the
+    /// driver's: `RedisConnection` bounds each whole command by `response_timeout` (a wait for
+    /// a reconnection included), as `DedicatedConnection` does, so a second timer per command
+    /// would only repeat it.
     pub(crate) fn manager_config(&self) -> ConnectionManagerConfig {
         ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(self.response_timeout)
+            .set_response_timeout(None)
             .set_number_of_retries(self.reconnect_retries)
             .set_max_delay(self.reconnect_max_delay)
     }
